@@ -1,0 +1,39 @@
+"""Per-image stages: segmentation, patch embedding, alignment to the reference.
+
+Every stage works on RGB images at working resolution (see
+``PipelineConfig.working_size``): H×W×3 uint8 with H and W multiples of the
+patch size.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, Sequence
+
+import numpy as np
+
+
+class Segmenter(Protocol):
+    """Cuts an image into segments.
+
+    ``reference_dependent`` is False when ``segment`` depends on the image alone
+    (SAM), so its output may be cached per image; True when ``fit`` on the
+    reference images must come first (colour clusters).
+    """
+
+    reference_dependent: bool
+
+    def fit(self, references: Sequence[np.ndarray]) -> "Segmenter": ...
+
+    def segment(self, rgb: np.ndarray) -> np.ndarray:
+        """H×W int32 partition: 0 = background, 1..n segments (see ``masks.masks_to_partition``)."""
+        ...
+
+
+class Embedder(Protocol):
+    """Computes a grid of L2-normalised patch features."""
+
+    patch_size: int
+
+    def embed(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """One (H/patch)×(W/patch)×D float32 array per image, each feature of unit L2 norm."""
+        ...
