@@ -70,6 +70,8 @@ class PipelineConfig:
       alignment: ``"propagation"`` (patch-affinity label propagation snapped to
         segments) or ``"hungarian"`` (matching of segment descriptors).
       scorers: ids of the enabled scorers (see ``ALL_SCORERS``).
+      input_size: (height, width) every input is resized to before anything else
+        (the VAND 2025 protocol uses 256×256), or None to keep the image's size.
     """
 
     name: str
@@ -77,6 +79,7 @@ class PipelineConfig:
     embedder: EmbedderConfig = field(default_factory=EmbedderConfig)
     alignment: Literal["propagation", "hungarian"] = "propagation"
     scorers: tuple[str, ...] = DEFAULT_SCORERS
+    input_size: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         check_scorers(self.scorers)

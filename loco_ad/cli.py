@@ -1,0 +1,52 @@
+"""Command-line pieces shared by ``loco_ad.run``, ``loco_ad.predict`` and the experiments."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Callable
+
+from loco_ad.cache import AnalysisCache, default_cache_dir
+from loco_ad.config import PRESETS, get_preset, parse_scorers
+from loco_ad.errors import LocoAdError
+
+
+def add_pipeline_arguments(parser: argparse.ArgumentParser, default_preset: str = "paper") -> None:
+    """Add --preset, --scorers, --weights-dir, --cache-dir, --no-cache, --device and --quiet."""
+    group = parser.add_argument_group("pipeline")
+    group.add_argument("--preset", default=default_preset, help=f"model preset: {', '.join(PRESETS)} (default {default_preset})")
+    group.add_argument(
+        "--scorers",
+        help="comma-separated scorer ids (default: the preset's ensemble class_agnostic,foreground,histogram)",
+    )
+    group.add_argument("--weights-dir", type=Path, help="folder with model weights (default: $LOCO_AD_WEIGHTS, then the HF/torch caches)")
+    group.add_argument("--cache-dir", type=Path, help=f"analysis cache folder (default: $LOCO_AD_CACHE or {default_cache_dir()})")
+    group.add_argument("--no-cache", action="store_true", help="keep model outputs in memory only")
+    group.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
+    group.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def pipeline_from_args(args: argparse.Namespace):
+    """The ``Pipeline`` the parsed arguments describe (raises ``LocoAdError`` for bad values)."""
+    from loco_ad.pipeline import Pipeline  # torch and the stages load only when a command needs them
+
+    config = get_preset(args.preset)
+    if args.scorers:
+        config = config.with_scorers(parse_scorers(args.scorers))
+    cache = None if args.no_cache else AnalysisCache(args.cache_dir or default_cache_dir())
+    return Pipeline(config, cache=cache, weights_dir=args.weights_dir, device=args.device, progress=not args.quiet)
+
+
+def run_main(body: Callable[[], int]) -> int:
+    """Run a CLI body: a ``LocoAdError`` becomes one line on stderr and exit code 2."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return body()
+    except LocoAdError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; finished images are in the cache and a re-run resumes from them", file=sys.stderr)
+        return 130

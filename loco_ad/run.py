@@ -1,0 +1,106 @@
+"""``python -m loco_ad.run``: evaluate the pipeline on MVTec LOCO AD.
+
+Example::
+
+    python -m loco_ad.run --data-root DATA --category juice_bottle --shots 1 2 4 8 --preset offline --out runs/jb
+
+Writes OUT/scores.csv, OUT/metrics.csv and OUT/results.json (and OUT/report/
+with --report), prints a table of the metrics averaged over seeds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from loco_ad.cli import add_pipeline_arguments, pipeline_from_args, run_main
+from loco_ad.data import DATA_ENV, DEFAULT_SEEDS, DEFAULT_SHOTS, data_root, load_category, resolve_categories
+from loco_ad.io import write_csv, write_json
+
+TABLE_COLUMNS = ("image_score", "image_auroc", "logical_auroc", "structural_auroc", "pixel_auroc", "spro")
+METRIC_COLUMNS = ["seed", "k_shot", "category", "image_score", "pixel_score", "image_auroc", "image_ap",
+                  "logical_auroc", "logical_ap", "logical_f1max", "structural_auroc", "structural_ap",
+                  "structural_f1max", "pixel_auroc", "spro"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m loco_ad.run", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data-root", help=f"MVTec LOCO AD root folder (default: ${DATA_ENV})")
+    parser.add_argument("--category", nargs="+", default=["all"], help="categories, or 'all' (default all present)")
+    parser.add_argument("--shots", nargs="+", type=int, default=list(DEFAULT_SHOTS), help="k values (default 1 2 4 8)")
+    parser.add_argument("--seeds", nargs="+", type=int, default=list(DEFAULT_SEEDS), help="draw seeds (default 42 0 1234)")
+    parser.add_argument("--out", type=Path, default=Path("runs/latest"), help="output folder (default runs/latest)")
+    parser.add_argument("--no-pixel", action="store_true", help="skip pixel AUROC and sPRO")
+    parser.add_argument("--report", action="store_true", help="write heat maps and OUT/report/report.html for the first seed and largest k")
+    add_pipeline_arguments(parser)
+    return parser
+
+
+def format_table(metrics: list[dict]) -> str:
+    """Metrics averaged over seeds, one line per (category, k)."""
+    groups: dict[tuple[str, int], list[dict]] = {}
+    for row in metrics:
+        groups.setdefault((row["category"], row["k_shot"]), []).append(row)
+    header = f"{'category':<22}{'k':>3}" + "".join(f"{c:>18}" for c in TABLE_COLUMNS)
+    lines = [header, "-" * len(header)]
+    for (category, k), rows in sorted(groups.items()):
+        cells = []
+        for column in TABLE_COLUMNS:
+            values = [r[column] for r in rows if column in r and not math.isnan(r[column])]
+            cells.append(f"{np.mean(values):>18.3f}" if values else f"{'-':>18}")
+        lines.append(f"{category:<22}{k:>3}" + "".join(cells))
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+
+    def body() -> int:
+        from loco_ad.evaluate import evaluate
+
+        root = data_root(args.data_root)
+        datasets = [load_category(root, name) for name in resolve_categories(root, args.category)]
+        pipeline = pipeline_from_args(args)
+        hook = None
+        if args.report:
+            from loco_ad.report_hooks import evaluation_report_hook
+
+            hook = evaluation_report_hook(args.out / "report", seed=args.seeds[0], k=max(args.shots))
+        result = evaluate(pipeline, datasets, args.seeds, args.shots, pixel=not args.no_pixel, on_predictions=hook)
+        scorer_columns = list(pipeline.config.scorers)
+        write_csv(args.out / "scores.csv", result.scores,
+                  ["category", "seed", "k_shot", "file", "label", "anomaly_type", "score", *scorer_columns])
+        write_csv(args.out / "metrics.csv", result.metrics, [c for c in METRIC_COLUMNS if any(c in r for r in result.metrics)])
+        summary = result.summary()
+        write_json(
+            args.out / "results.json",
+            {
+                **summary,
+                "config": {
+                    "pipeline": pipeline.config.to_dict(),
+                    "data_root": str(root),
+                    "categories": [d.name for d in datasets],
+                    "shots": args.shots,
+                    "seeds": args.seeds,
+                },
+                "fallback_weights_used": [list(run) for run in result.fallback],
+                "references": result.references,
+            },
+        )
+        print(format_table(result.metrics))
+        print(f"\nAUFC {summary['aufc']:.4f}  normalised AUFC {summary['normalized_aufc']:.4f}  "
+              f"mean F1-max {summary['avg_image_score']:.4f}")
+        if pipeline.cache is not None:
+            print(f"cache: {pipeline.cache.hits} hits, {pipeline.cache.misses} misses ({pipeline.cache.root})")
+        print(f"results written to {args.out}/")
+        return 0
+
+    return run_main(body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
