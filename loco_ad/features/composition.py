@@ -1,0 +1,186 @@
+"""Composition scorers: one descriptor per image, score = distance to the nearest reference descriptor.
+
+Each scorer reduces an image to a per-class descriptor over the object classes
+1..n_classes−1 of ``labels`` / ``patch_labels`` (background, class 0, is left
+out) and scores a test image by its distance to the closest reference
+descriptor. A class absent from an image is a finding, not an error: each
+scorer gives it a documented sentinel, never NaN. No scorer here has a map.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Sequence
+
+import numpy as np
+from scipy import ndimage
+
+from loco_ad.analysis import ImageAnalysis, Score
+from loco_ad.errors import ConfigError, DataError
+
+
+def _class_means(values: np.ndarray, labels: np.ndarray, n_classes: int) -> np.ndarray:
+    """Mean of H×W ``values`` over the pixels of each class 1..n_classes−1; NaN for an absent class."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.asarray(ndimage.mean(values, labels, index=np.arange(1, n_classes)), np.float64)
+
+
+class _NearestReference(abc.ABC):
+    """Shared fit/score of the composition scorers; subclasses define ``_describe`` and ``_distances``."""
+
+    name: str
+
+    def fit(self, references: Sequence[ImageAnalysis]) -> "_NearestReference":
+        """Describe every reference image; returns self."""
+        if not references:
+            raise DataError("a scorer needs at least one reference image; give one or more good images")
+        self.n_classes_ = references[0].n_classes
+        self.references_ = np.stack([self._describe(r) for r in references])
+        return self
+
+    def score(self, image: ImageAnalysis) -> Score:
+        """Distance of the image's descriptor to the nearest reference descriptor (no map)."""
+        return Score(float(self._distances(self.references_, self._describe(image)).min()))
+
+    @abc.abstractmethod
+    def _describe(self, image: ImageAnalysis) -> np.ndarray:
+        """The image's descriptor, first axis = class 1..n_classes−1."""
+
+    @abc.abstractmethod
+    def _distances(self, references: np.ndarray, descriptor: np.ndarray) -> np.ndarray:
+        """k distances from a descriptor to the k stacked reference descriptors."""
+
+
+class EmbeddingScorer(_NearestReference):
+    """Per class, the mean patch feature; distance = mean cosine distance over the classes present.
+
+    A class is present in an image when at least one patch has it in
+    ``patch_labels``. For a class present in both images the distance is
+    1 − cosine of the two mean features; for a class present in only one it
+    is 1 (an absent class is stored as a zero vector); classes absent from both
+    are ignored, and two images with no class at all are at distance 0.
+    """
+
+    name = "embedding"
+
+    def _describe(self, image: ImageAnalysis) -> np.ndarray:
+        features = image.patches.reshape(-1, image.patches.shape[-1]).astype(np.float64)
+        onehot = image.patch_labels.ravel()[None, :] == np.arange(1, self.n_classes_)[:, None]
+        sums = onehot @ features
+        norms = np.linalg.norm(sums, axis=1, keepdims=True)
+        return np.divide(sums, norms, out=np.zeros_like(sums), where=norms > 0)
+
+    def _distances(self, references: np.ndarray, descriptor: np.ndarray) -> np.ndarray:
+        in_reference = np.linalg.norm(references, axis=-1) > 0
+        in_test = np.linalg.norm(descriptor, axis=-1) > 0
+        per_class = np.where(in_reference & in_test, 1.0 - (references * descriptor).sum(-1), 1.0)
+        either = in_reference | in_test
+        total = np.where(either, per_class, 0.0).sum(axis=1)
+        return np.divide(total, either.sum(axis=1), out=np.zeros_like(total), where=either.any(axis=1))
+
+
+class HistogramScorer(_NearestReference):
+    """Pixel share of each class over the whole image (H×W), L1 distance.
+
+    Shares are taken over the whole image rather than over the foreground, so
+    that a missing part lowers its own share without raising the others', and
+    an image with no foreground is well defined (all shares 0).
+    """
+
+    name = "histogram"
+
+    def _describe(self, image: ImageAnalysis) -> np.ndarray:
+        counts = np.bincount(image.labels.ravel(), minlength=self.n_classes_)[1 : self.n_classes_]
+        return counts / image.labels.size
+
+    def _distances(self, references: np.ndarray, descriptor: np.ndarray) -> np.ndarray:
+        return np.abs(references - descriptor).sum(axis=1)
+
+
+class ColourScorer(_NearestReference):
+    """Per class, the colour of its pixels in CIELAB.
+
+    ``mode="hue"`` (default): each class is described by the circular mean of
+    its pixels' hue angle atan2(b, a) and their mean chroma √(a² + b²). The
+    distance of a class between two images is the length of the difference of
+    the two (chroma, hue) points in the a/b plane, √(c₁² + c₂² − 2c₁c₂cos(h₁ − h₂))
+    (the angle wraps by itself, and hue matters less the greyer the class),
+    divided by ``chroma_scale``; the image distance is the sum over classes.
+    An absent class gets hue 0 and chroma 0 (neutral grey), so the colour
+    scorer sees the absence of a colourful class but not of a grey one (the
+    histogram scorer does).
+
+    ``mode="ab_ratio"``: the source report's variant for ablations: per class
+    the mean of a/b over its pixels (pixels with b = 0 exactly are skipped; it
+    still explodes where b ≈ 0), 0 for an absent class, L1 distance.
+
+    Arguments:
+      mode: ``"hue"`` or ``"ab_ratio"``.
+      chroma_scale: CIELAB chroma units per unit of distance in ``"hue"`` mode.
+    """
+
+    name = "colour"
+
+    def __init__(self, mode: str = "hue", chroma_scale: float = 100.0) -> None:
+        if mode not in ("hue", "ab_ratio"):
+            raise ConfigError(f"unknown colour mode {mode!r}; choose hue or ab_ratio")
+        self.mode = mode
+        self.chroma_scale = chroma_scale
+
+    def _describe(self, image: ImageAnalysis) -> np.ndarray:
+        a, b = image.lab[..., 1].astype(np.float64), image.lab[..., 2].astype(np.float64)
+        if self.mode == "ab_ratio":
+            ratio_labels = np.where(b != 0, image.labels, 0)
+            ratio = np.divide(a, b, out=np.zeros_like(a), where=b != 0)
+            return np.nan_to_num(_class_means(ratio, ratio_labels, self.n_classes_))
+        hue = np.arctan2(b, a)
+        mean_hue = np.arctan2(
+            _class_means(np.sin(hue), image.labels, self.n_classes_), _class_means(np.cos(hue), image.labels, self.n_classes_)
+        )
+        chroma = _class_means(np.hypot(a, b), image.labels, self.n_classes_)
+        return np.nan_to_num(np.stack([mean_hue, chroma], axis=1))
+
+    def _distances(self, references: np.ndarray, descriptor: np.ndarray) -> np.ndarray:
+        if self.mode == "ab_ratio":
+            return np.abs(references - descriptor).sum(axis=1)
+        (hue_r, chroma_r), (hue_t, chroma_t) = np.moveaxis(references, -1, 0), np.moveaxis(descriptor, -1, 0)
+        squared = chroma_r**2 + chroma_t**2 - 2 * chroma_r * chroma_t * np.cos(hue_r - hue_t)
+        return np.sqrt(np.clip(squared, 0.0, None)).sum(axis=1) / self.chroma_scale
+
+
+class LocationScorer(_NearestReference):
+    """Per class, the centroid of its pixels, (x / W, y / H) in [0, 1].
+
+    ``mode="centroid"`` (default): distance = sum over classes of the Euclidean
+    distance between centroids. An absent class gets the sentinel (−1, −1),
+    at least √2 away from any real centroid.
+    ``mode="origin_distance"``: the source report's variant: per class the
+    distance of the centroid to (0, 0), sentinel −1 for an absent class, L1
+    distance.
+
+    Arguments:
+      mode: ``"centroid"`` or ``"origin_distance"``.
+    """
+
+    name = "location"
+
+    def __init__(self, mode: str = "centroid") -> None:
+        if mode not in ("centroid", "origin_distance"):
+            raise ConfigError(f"unknown location mode {mode!r}; choose centroid or origin_distance")
+        self.mode = mode
+
+    def _describe(self, image: ImageAnalysis) -> np.ndarray:
+        height, width = image.labels.shape
+        yy, xx = np.mgrid[:height, :width]
+        centroids = np.stack(
+            [_class_means(xx / width, image.labels, self.n_classes_), _class_means(yy / height, image.labels, self.n_classes_)],
+            axis=1,
+        )
+        if self.mode == "origin_distance":
+            return np.nan_to_num(np.linalg.norm(centroids, axis=1), nan=-1.0)
+        return np.nan_to_num(centroids, nan=-1.0)
+
+    def _distances(self, references: np.ndarray, descriptor: np.ndarray) -> np.ndarray:
+        if self.mode == "origin_distance":
+            return np.abs(references - descriptor).sum(axis=1)
+        return np.linalg.norm(references - descriptor, axis=-1).sum(axis=1)

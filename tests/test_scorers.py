@@ -1,0 +1,152 @@
+"""Tests of the seven scorers on synthetic scenes with their true classes as labels."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from loco_ad.analysis import ImageAnalysis
+from loco_ad.errors import ConfigError, DataError
+from loco_ad.features import SCORERS, make_scorer
+from loco_ad.features.composition import ColourScorer, LocationScorer
+from tests.analyses import analysis_from_scene
+from tests.scenes import make_scene
+
+PATCH_SCORERS = ("class_agnostic", "class_aware", "foreground")
+REFERENCE_SEEDS = (0, 1, 2, 3)
+GOOD_SEEDS = (10, 11, 12, 13, 14)
+ANOMALY_SEEDS = (20, 21)
+
+
+@pytest.fixture(scope="module")
+def references() -> list[ImageAnalysis]:
+    return [analysis_from_scene(make_scene(seed=s)) for s in REFERENCE_SEEDS]
+
+
+@pytest.fixture(scope="module")
+def goods() -> list[ImageAnalysis]:
+    return [analysis_from_scene(make_scene(seed=s)) for s in GOOD_SEEDS]
+
+
+def _relabelled(seeds, relabel, anomaly: str = "good") -> list[ImageAnalysis]:
+    """Analyses of scenes whose true class map is changed by ``relabel``."""
+    scenes = [make_scene(anomaly, seed=s) for s in seeds]
+    return [analysis_from_scene(scene, labels=relabel(scene.class_map)) for scene in scenes]
+
+
+def test_registry_matches_config() -> None:
+    from loco_ad.config import ALL_SCORERS
+
+    assert tuple(SCORERS) == ALL_SCORERS
+    for name in ALL_SCORERS:
+        assert make_scorer(name).name == name
+    with pytest.raises(ConfigError, match="choose from"):
+        make_scorer("nearest_pixel")
+
+
+def test_bad_modes_and_no_references() -> None:
+    with pytest.raises(ConfigError):
+        ColourScorer(mode="rgb")
+    with pytest.raises(ConfigError):
+        LocationScorer(mode="polar")
+    for name in SCORERS:
+        with pytest.raises(DataError):
+            make_scorer(name).fit([])
+
+
+@pytest.mark.parametrize(
+    "name, params, anomalies",
+    [
+        ("histogram", {}, ("missing", "extra")),
+        ("colour", {}, ("colour",)),
+        ("colour", {"mode": "ab_ratio"}, ("colour",)),
+        ("location", {}, ("moved", "swap")),
+        ("location", {"mode": "origin_distance"}, ("moved", "swap")),
+        ("embedding", {}, ("colour", "missing")),
+    ],
+)
+def test_composition_scorer_ranks_its_anomalies_above_good(references, goods, name, params, anomalies) -> None:
+    scorer = make_scorer(name, **params).fit(references)
+    good_scores = [scorer.score(g) for g in goods]
+    assert all(s.map is None for s in good_scores)
+    worst_good = max(s.value for s in good_scores)
+    for anomaly in anomalies:
+        for seed in ANOMALY_SEEDS:
+            value = scorer.score(analysis_from_scene(make_scene(anomaly, seed=seed))).value
+            assert value > worst_good, (name, params, anomaly, seed, value, worst_good)
+
+
+@pytest.mark.parametrize("name", PATCH_SCORERS)
+def test_patch_scorer_localises_scratch(references, goods, name) -> None:
+    scorer = make_scorer(name).fit(references)
+    worst_good = max(scorer.score(g).value for g in goods)
+    for seed in ANOMALY_SEEDS:
+        scene = make_scene("scratch", seed=seed)
+        score = scorer.score(analysis_from_scene(scene))
+        assert score.value > 1.5 * worst_good
+        assert score.map.shape == scene.rgb.shape[:2] and score.map.dtype == np.float32
+        peak = np.unravel_index(np.argmax(score.map), score.map.shape)
+        distance_to_scratch = ndimage.distance_transform_edt(~scene.mask)[peak]
+        assert distance_to_scratch <= 4, (name, seed, peak)
+
+
+def test_top_fraction_one_gives_mean_distance(references, goods) -> None:
+    image = goods[0]
+    mean_score = make_scorer("class_agnostic", top_fraction=1.0).fit(references).score(image)
+    top_score = make_scorer("class_agnostic").fit(references).score(image)
+    patches = image.patches.reshape(-1, image.patches.shape[-1])
+    bank = np.concatenate([r.patches.reshape(-1, patches.shape[1]) for r in references])
+    expected = 1.0 - (patches @ bank.T).max(axis=1)
+    assert mean_score.value == pytest.approx(np.clip(expected, 0, None).mean(), abs=1e-5)
+    top = np.sort(expected)[-int(np.ceil(0.02 * expected.size)) :]
+    assert top_score.value == pytest.approx(top.mean(), abs=1e-5)
+
+
+def test_foreground_map_is_zero_on_background(references) -> None:
+    image = analysis_from_scene(make_scene("scratch", seed=20))
+    score = make_scorer("foreground").fit(references).score(image)
+    assert score.map[:6, :6].max() == 0.0 and score.map[-6:, -6:].max() == 0.0
+    assert score.map[image.labels > 0].max() > 0.0
+
+
+def test_class_aware_class_absent_from_references(references) -> None:
+    # references without the yellow disc (class 4 relabelled as tray): the
+    # test image's class-4 patches go to the bank of all patches.
+    relabelled = _relabelled(REFERENCE_SEEDS, lambda labels: np.where(labels == 4, 1, labels))
+    score = make_scorer("class_aware").fit(relabelled).score(analysis_from_scene(make_scene(seed=30)))
+    assert np.isfinite(score.value) and np.isfinite(score.map).all()
+
+
+def test_class_absent_from_test_image_uses_sentinels(references) -> None:
+    missing = analysis_from_scene(make_scene("missing", seed=20))  # no class 3
+    for name in SCORERS:
+        score = make_scorer(name).fit(references).score(missing)
+        assert np.isfinite(score.value), name
+    # centroid sentinel (-1, -1) lies at least sqrt(2) from any real centroid
+    assert make_scorer("location").fit(references).score(missing).value >= np.sqrt(2)
+    # embedding: the absent class counts 1 out of the 4 classes present in either image
+    assert make_scorer("embedding").fit(references).score(missing).value >= 0.25
+
+
+@pytest.mark.parametrize("case", ["no_segment", "one_class"])
+def test_degenerate_labels_give_finite_scores(case) -> None:
+    relabel = np.zeros_like if case == "no_segment" else (lambda labels: np.minimum(labels, 1))
+    refs = _relabelled(REFERENCE_SEEDS, relabel)
+    tests = [_relabelled([20], relabel, anomaly)[0] for anomaly in ("good", "scratch", "missing")]
+    for name in SCORERS:
+        scorer = make_scorer(name).fit(refs)
+        for image in tests:
+            score = scorer.score(image)
+            assert np.isfinite(score.value), (name, case)
+            assert score.map is None or np.isfinite(score.map).all()
+    if case == "no_segment":
+        assert make_scorer("foreground").fit(refs).all_patches_
+        assert make_scorer("histogram").fit(refs).score(tests[0]).value == 0.0
+
+
+def test_test_image_without_foreground_is_scored_on_all_patches(references) -> None:
+    image = analysis_from_scene(make_scene(seed=20))
+    empty = _relabelled([20], np.zeros_like)[0]
+    scorer = make_scorer("foreground").fit(references)
+    assert scorer.score(empty).value > scorer.score(image).value
