@@ -1,0 +1,116 @@
+"""Weight-free patch descriptors: CIELAB colour statistics and gradient-orientation histograms."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import cv2
+import numpy as np
+from scipy.ndimage import uniform_filter
+
+
+class HandcraftedEmbedder:
+    """Describes each patch of an image by its colour and its texture, at two scales.
+
+    Four blocks per patch:
+      1. colour: CIELAB mean and standard deviation of the patch's pixels;
+      2. context colour: the same over a window of ``context``×``context`` patches;
+      3. texture: magnitude-weighted histogram of gradient orientations of
+         L* in the patch (HOG-like cells without block normalisation, so that
+         a flat patch stays near zero instead of amplifying noise);
+      4. context texture: the same for the gradients of a Gaussian-smoothed
+         L* (coarser structure), pooled over the context window.
+
+    Each block is divided by a fixed scale and lifted onto the unit sphere by
+    ``x -> [x, 1] / sqrt(|x|² + 1)`` (inverse stereographic projection): every
+    block gets unit norm, so the four count equally in a cosine similarity,
+    yet its magnitude is kept (a flat patch and a strongly textured one stay
+    apart, which a plain per-block L2 normalisation would lose). The
+    concatenation is then L2-normalised: the cosine similarity of two
+    descriptors is the mean of the four blocks' cosine similarities.
+
+    Arguments:
+      patch_size: side of a patch in pixels; image sides must be multiples of it.
+      context: side of the context window in patches (odd).
+      orientations: number of unsigned orientation bins of the texture blocks.
+      colour_scales: divisors of the (L* − 50, a*, b*) means and of the
+        CIELAB standard deviations.
+      gradient_scale: divisor of the mean gradient magnitude per bin (L* units
+        per pixel); about the level of a patch crossed by a clear edge.
+    """
+
+    def __init__(
+        self,
+        patch_size: int = 14,
+        context: int = 3,
+        orientations: int = 8,
+        colour_scales: tuple[float, float] = (25.0, 10.0),
+        gradient_scale: float = 1.0,
+    ) -> None:
+        self.patch_size = patch_size
+        self.context = context
+        self.orientations = orientations
+        self.colour_scales = colour_scales
+        self.gradient_scale = gradient_scale
+
+    def embed(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Compute the patch descriptors of each image.
+
+        Arguments:
+          images: H×W×3 uint8 RGB images, H and W multiples of ``patch_size``.
+        Returns:
+          one (H/patch_size)×(W/patch_size)×D float32 array per image, each
+          descriptor of unit L2 norm (D = 2·7 + 2·(orientations + 1)).
+        """
+        return [self._embed_one(rgb) for rgb in images]
+
+    def _embed_one(self, rgb: np.ndarray) -> np.ndarray:
+        height, width = rgb.shape[:2]
+        p = self.patch_size
+        if height % p or width % p:
+            raise ValueError(f"image size {height}×{width} is not a multiple of the patch size {p}; resize it first")
+        lab = cv2.cvtColor(np.ascontiguousarray(rgb, dtype=np.uint8).astype(np.float32) / 255.0, cv2.COLOR_RGB2Lab)
+        lab[..., 0] -= 50.0
+        lightness = np.ascontiguousarray(lab[..., 0])
+        mean, mean_sq = self._pool(lab), self._pool(lab**2)
+        fine_hist = self._orientation_histogram(lightness)
+        coarse_hist = self._orientation_histogram(cv2.GaussianBlur(lightness, (0, 0), p / 4))
+        blocks = [
+            self._colour_block(mean, mean_sq),
+            self._colour_block(self._context(mean), self._context(mean_sq)),
+            _lift(fine_hist / self.gradient_scale),
+            _lift(self._context(coarse_hist) / self.gradient_scale),
+        ]
+        features = np.concatenate(blocks, axis=-1)
+        return (features / np.linalg.norm(features, axis=-1, keepdims=True)).astype(np.float32)
+
+    def _pool(self, values: np.ndarray) -> np.ndarray:
+        """Mean of H×W×C ``values`` over each patch: h×w×C."""
+        p = self.patch_size
+        h, w = values.shape[0] // p, values.shape[1] // p
+        return values.reshape(h, p, w, p, -1).mean(axis=(1, 3))
+
+    def _context(self, grid: np.ndarray) -> np.ndarray:
+        """Mean of an h×w×C patch grid over the ``context``×``context`` window around each patch."""
+        return uniform_filter(grid, size=(self.context, self.context, 1), mode="nearest")
+
+    def _colour_block(self, mean: np.ndarray, mean_sq: np.ndarray) -> np.ndarray:
+        """Lifted (mean, std) colour block from the pooled first and second moments."""
+        std = np.sqrt(np.maximum(mean_sq - mean**2, 0.0))
+        mean_scale, std_scale = self.colour_scales
+        return _lift(np.concatenate([mean / mean_scale, std / std_scale], axis=-1))
+
+    def _orientation_histogram(self, lightness: np.ndarray) -> np.ndarray:
+        """h×w×orientations mean gradient magnitude of each patch per unsigned orientation bin."""
+        gx = cv2.Sobel(lightness, cv2.CV_32F, 1, 0, ksize=3, scale=1 / 8)
+        gy = cv2.Sobel(lightness, cv2.CV_32F, 0, 1, ksize=3, scale=1 / 8)
+        magnitude, angle = cv2.cartToPolar(gx, gy)
+        bins = (angle % np.pi / np.pi * self.orientations).astype(np.int64) % self.orientations
+        onehot = (bins[..., None] == np.arange(self.orientations)) * magnitude[..., None]
+        return self._pool(onehot)
+
+
+def _lift(x: np.ndarray) -> np.ndarray:
+    """Inverse stereographic projection of the last axis onto the unit sphere: ``[x, 1] / sqrt(|x|² + 1)``."""
+    lifted = np.concatenate([x, np.ones_like(x[..., :1])], axis=-1)
+    return lifted / np.linalg.norm(lifted, axis=-1, keepdims=True)

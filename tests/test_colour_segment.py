@@ -1,0 +1,108 @@
+"""ColourClusterSegmenter on synthetic scenes (known parts) and on real juice_bottle images."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from sklearn.exceptions import NotFittedError
+
+from loco_ad.errors import DataError
+from loco_ad.stages.colour_segment import ColourClusterSegmenter
+from tests.scenes import make_scene
+
+
+
+@pytest.fixture(scope="module")
+def segmenter() -> ColourClusterSegmenter:
+    return ColourClusterSegmenter().fit([make_scene(seed=s).rgb for s in range(3)])
+
+
+def class_colours(segmenter: ColourClusterSegmenter, scene) -> dict[int, int]:
+    """Map each true class to the colour of the segment that covers it, checking the segment matches it."""
+    partition = segmenter.segment(scene.rgb)
+    colours = segmenter.segment_colours(scene.rgb, partition)
+    found = {}
+    for segment_id in range(1, partition.max() + 1):
+        mask = partition == segment_id
+        true_class = int(np.bincount(scene.class_map[mask]).argmax())
+        truth = scene.class_map == true_class
+        iou = (mask & truth).sum() / (mask | truth).sum()
+        assert iou > 0.9, f"segment {segment_id} matches class {true_class} with IoU {iou:.2f}"
+        assert true_class not in found, f"class {true_class} is split into several segments"
+        found[true_class] = int(colours[segment_id])
+    return found
+
+
+def test_finds_tray_and_parts_with_the_same_colours_in_every_scene(segmenter: ColourClusterSegmenter) -> None:
+    # 5 scene colours, 8 k-means clusters: the near-duplicate centres must have been merged
+    assert len(segmenter.colours_) == 5
+    reference = class_colours(segmenter, make_scene(seed=10))
+    assert sorted(reference) == [1, 2, 3, 4]  # tray + three parts; background removed
+    assert len(set(reference.values())) == 4
+    for seed, shift in [(11, (3, -4)), (12, (-2, 5)), (13, (0, 0))]:
+        scene = make_scene(seed=seed, shift=shift)
+        assert class_colours(segmenter, scene) == reference
+        partition = segmenter.segment(scene.rgb)
+        assert (partition[scene.class_map == 0] == 0).mean() > 0.99
+
+
+def test_missing_part_gives_one_fewer_segment(segmenter: ColourClusterSegmenter) -> None:
+    good = segmenter.segment(make_scene(seed=20).rgb)
+    missing = make_scene("missing", seed=20)
+    assert segmenter.segment(missing.rgb).max() == good.max() - 1
+    assert sorted(class_colours(segmenter, missing)) == [1, 2, 4]
+
+
+def test_recoloured_part_gets_another_colour(segmenter: ColourClusterSegmenter) -> None:
+    good = class_colours(segmenter, make_scene(seed=21))
+    recoloured = class_colours(segmenter, make_scene("colour", seed=21))
+    assert recoloured[2] != good[2]
+    assert {c: recoloured[c] for c in (1, 3, 4)} == {c: good[c] for c in (1, 3, 4)}
+
+
+def test_deterministic() -> None:
+    references = [make_scene(seed=s, noise=8.0).rgb for s in range(2)]
+    image = make_scene("extra", seed=5, noise=8.0).rgb
+    first = ColourClusterSegmenter(seed=3).fit(references)
+    second = ColourClusterSegmenter(seed=3).fit(references)
+    np.testing.assert_array_equal(first.colours_, second.colours_)
+    np.testing.assert_array_equal(first.segment(image), second.segment(image))
+    np.testing.assert_array_equal(first.segment(image), first.segment(image))
+
+
+def test_uniform_image_has_no_segment(segmenter: ColourClusterSegmenter) -> None:
+    uniform = np.full((64, 96, 3), 128, np.uint8)
+    partition = segmenter.segment(uniform)
+    assert partition.shape == (64, 96) and partition.dtype == np.int32
+    assert partition.max() == 0
+    np.testing.assert_array_equal(segmenter.segment_colours(uniform, partition), [-1])
+
+
+def test_segment_before_fit_and_fit_without_references_raise() -> None:
+    with pytest.raises(NotFittedError, match="fit"):
+        ColourClusterSegmenter().segment(make_scene().rgb)
+    with pytest.raises(DataError, match="reference"):
+        ColourClusterSegmenter().fit([])
+
+
+def load(path: Path) -> np.ndarray:
+    rgb = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
+    return cv2.resize(rgb, (224, 448), interpolation=cv2.INTER_AREA)
+
+
+def test_real_juice_bottle(loco_subset: Path) -> None:
+    references = [load(loco_subset / "juice_bottle" / "train" / "good" / f"{i:03d}.png") for i in range(8)]
+    segmenter = ColourClusterSegmenter().fit(references)
+    for index in (10, 20, 30):
+        image = load(loco_subset / "juice_bottle" / "train" / "good" / f"{index:03d}.png")
+        start = time.perf_counter()
+        partition = segmenter.segment(image)
+        elapsed = time.perf_counter() - start
+        print(f"juice_bottle {index:03d} 448x224: {partition.max()} segments in {elapsed * 1000:.0f} ms")
+        assert 3 <= partition.max() <= 30
+        assert partition[:20].max() == 0 and partition[:, :30].max() == 0  # black background
+        assert partition[250, 112] > 0  # the juice in the middle of the bottle

@@ -1,0 +1,87 @@
+"""HandcraftedEmbedder: grid contract, norms, determinism, sensitivity to scratches and parts."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from scipy.ndimage import binary_dilation
+
+from loco_ad.stages.handcrafted import HandcraftedEmbedder
+from tests.scenes import make_scene
+
+PATCH = 14
+SIZE = (252, 392)  # 18×28 patches
+
+
+def patch_fraction(mask: np.ndarray, patch: int = PATCH) -> np.ndarray:
+    """Fraction of each patch's pixels inside ``mask`` (h×w)."""
+    h, w = mask.shape[0] // patch, mask.shape[1] // patch
+    return mask.reshape(h, patch, w, patch).mean(axis=(1, 3))
+
+
+def test_grid_shape_and_unit_norm() -> None:
+    embedder = HandcraftedEmbedder(patch_size=PATCH)
+    images = [make_scene(seed=0, size=SIZE).rgb, make_scene(seed=1, size=(126, 84)).rgb]
+    features = embedder.embed(images)
+    assert [f.shape[:2] for f in features] == [(18, 28), (9, 6)]
+    assert features[0].shape[2] == features[1].shape[2] == 2 * 7 + 2 * (embedder.orientations + 1)
+    for f in features:
+        assert f.dtype == np.float32
+        np.testing.assert_allclose(np.linalg.norm(f, axis=-1), 1.0, atol=1e-5)
+
+
+def test_size_not_multiple_of_patch_raises() -> None:
+    with pytest.raises(ValueError, match="multiple of the patch size"):
+        HandcraftedEmbedder(patch_size=PATCH).embed([np.zeros((100, 98, 3), np.uint8)])
+
+
+def test_deterministic() -> None:
+    image = make_scene("extra", seed=3, size=SIZE).rgb
+    first, second = HandcraftedEmbedder().embed([image, image])
+    np.testing.assert_array_equal(first, second)
+    np.testing.assert_array_equal(first, HandcraftedEmbedder().embed([image])[0])
+
+
+def test_scratch_changes_the_patches_it_crosses() -> None:
+    good = make_scene(seed=4, size=SIZE)
+    scratched = make_scene("scratch", seed=4, size=SIZE)
+    before, after = HandcraftedEmbedder(patch_size=PATCH).embed([good.rgb, scratched.rgb])
+    distance = 1.0 - (before * after).sum(-1)
+    crossed = patch_fraction(scratched.mask) >= 0.05
+    near = binary_dilation(patch_fraction(scratched.mask) > 0, iterations=1)  # context blocks reach one patch out
+    assert crossed.sum() >= 4
+    assert distance[crossed].min() > 5 * distance[~near].max()
+    assert distance[crossed].mean() > 0.1
+
+
+def test_parts_have_distinct_descriptors() -> None:
+    embedder = HandcraftedEmbedder(patch_size=PATCH)
+    scenes = [make_scene(seed=s, size=SIZE) for s in (5, 6)]
+    bank, query = embedder.embed([s.rgb for s in scenes])
+    # patches lying wholly inside one class (0 background, 1 tray, 2..4 parts)
+    pure = [{c: patch_fraction(s.class_map == c) == 1.0 for c in range(5)} for s in scenes]
+    bank_classes = np.concatenate([np.full(pure[0][c].sum(), c) for c in range(5)])
+    bank_features = np.concatenate([bank[pure[0][c]] for c in range(5)])
+    for c in range(5):
+        assert pure[1][c].sum() >= 4, f"class {c} has too few whole patches for the test"
+        nearest = (query[pure[1][c]] @ bank_features.T).argmax(1)
+        np.testing.assert_array_equal(bank_classes[nearest], c)
+    part_means = np.stack([bank[pure[0][c]].mean(0) for c in (2, 3, 4)])
+    part_means /= np.linalg.norm(part_means, axis=1, keepdims=True)
+    similarity = part_means @ part_means.T
+    assert similarity[~np.eye(3, dtype=bool)].max() < 0.9
+
+
+def test_real_image_timing(loco_subset: Path) -> None:
+    rgb = cv2.cvtColor(cv2.imread(str(loco_subset / "juice_bottle" / "train" / "good" / "000.png")), cv2.COLOR_BGR2RGB)
+    rgb = cv2.resize(rgb, (224, 448), interpolation=cv2.INTER_AREA)
+    embedder = HandcraftedEmbedder(patch_size=PATCH)
+    embedder.embed([rgb])
+    start = time.perf_counter()
+    (features,) = embedder.embed([rgb])
+    print(f"handcrafted embed 448x224: {(time.perf_counter() - start) * 1000:.0f} ms")
+    assert features.shape[:2] == (32, 16)
