@@ -62,13 +62,16 @@ def _segmenter_class(kind: str) -> type:
 
 
 def build_segmenter(config: PipelineConfig, weights_dir: Path | None, device: str) -> Segmenter:
-    """The segmenter ``config`` names, its weights loaded through ``loco_ad.models``."""
+    """The segmenter ``config`` names, its weights loaded through ``loco_ad.models``.
+
+    ``device`` may be ``"auto"``; the weight-free segmenter ignores it (and never imports torch).
+    """
     settings = config.segmenter
     if settings.kind == "sam":
-        from loco_ad.models import load_sam
+        from loco_ad.models import load_sam, resolve_device
         from loco_ad.stages.segment import SamSegmenter
 
-        model = load_sam(settings.sam_model, weights_dir, device)
+        model = load_sam(settings.sam_model, weights_dir, resolve_device(device))
         return SamSegmenter(model, points_per_side=settings.points_per_side, min_area=settings.min_area)
     from loco_ad.stages.colour_segment import ColourClusterSegmenter
 
@@ -76,12 +79,16 @@ def build_segmenter(config: PipelineConfig, weights_dir: Path | None, device: st
 
 
 def build_embedder(config: PipelineConfig, weights_dir: Path | None, device: str) -> Embedder:
-    """The patch embedder ``config`` names, its weights loaded through ``loco_ad.models``."""
+    """The patch embedder ``config`` names, its weights loaded through ``loco_ad.models``.
+
+    ``device`` may be ``"auto"``; the weight-free embedder ignores it (and never imports torch).
+    """
     settings = config.embedder
     if settings.kind == "dinov2":
-        from loco_ad.models import load_dinov2
+        from loco_ad.models import load_dinov2, resolve_device
         from loco_ad.stages.embed import Dinov2Embedder
 
+        device = resolve_device(device)
         return Dinov2Embedder(load_dinov2(settings.model_id, weights_dir, device), patch_size=settings.patch_size, device=device)
     from loco_ad.stages.handcrafted import HandcraftedEmbedder
 
@@ -148,21 +155,16 @@ class Pipeline:
         return cls(config, cache=cache, **kwargs)
 
     # ---------------------------------------------------------------- stages
-    def _device(self) -> str:
-        from loco_ad.models import resolve_device
-
-        return resolve_device(self.device)
-
     @property
     def segmenter(self) -> Segmenter:
         if self._segmenter is None:
-            self._segmenter = build_segmenter(self.config, self.weights_dir, self._device())
+            self._segmenter = build_segmenter(self.config, self.weights_dir, self.device)
         return self._segmenter
 
     @property
     def embedder(self) -> Embedder:
         if self._embedder is None:
-            self._embedder = build_embedder(self.config, self.weights_dir, self._device())
+            self._embedder = build_embedder(self.config, self.weights_dir, self.device)
         return self._embedder
 
     @property

@@ -1,0 +1,119 @@
+"""The pipeline: fit/predict on generated scenes, the cache contract, and the SAM + DINOv2 code path."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from loco_ad.cache import AnalysisCache
+from loco_ad.config import ALL_SCORERS, get_preset
+from loco_ad.errors import DataError
+from loco_ad.pipeline import Pipeline
+from tests.scenes import LOGICAL, make_scene
+
+SIZE = (112, 168)
+
+
+def _references(n: int = 4) -> list[np.ndarray]:
+    return [make_scene("good", seed=seed, size=SIZE).rgb for seed in range(n)]
+
+
+def _tests() -> list[np.ndarray]:
+    return [make_scene(kind, seed=100 + i, size=SIZE).rgb for i, kind in enumerate(("good", "good", *LOGICAL))]
+
+
+def _offline(cache_dir=None, scorers=ALL_SCORERS) -> Pipeline:
+    config = get_preset("offline").with_scorers(tuple(scorers))
+    return Pipeline(config, cache=AnalysisCache(cache_dir) if cache_dir else None, progress=False)
+
+
+def test_logical_anomalies_outscore_good_scenes():
+    pipeline = _offline(scorers=("class_agnostic", "foreground", "histogram")).fit(_references())
+    predictions = pipeline.predict_many(_tests())
+    good = [p.score for p in predictions[:2]]
+    for kind, prediction in zip(LOGICAL, predictions[2:]):
+        assert np.isfinite(prediction.score)
+        if kind in ("missing", "extra", "colour"):
+            assert prediction.score > max(good), kind
+    first = predictions[0]
+    assert first.map.shape == first.analysis.rgb.shape[:2]
+    assert set(first.scores) == {"class_agnostic", "foreground", "histogram"}
+    assert first.score == pytest.approx(sum(first.scores.values()))
+
+
+def test_second_run_does_no_model_work_and_matches(tmp_path, monkeypatch):
+    first = _offline(tmp_path).fit(_references())
+    expected = [p.score for p in first.predict_many(_tests())]
+    assert first.cache.misses == 4 + 7 and first.cache.hits == 0
+
+    again = _offline(tmp_path, scorers=("histogram", "class_agnostic", "foreground", "embedding", "colour", "location", "class_aware"))
+    monkeypatch.setattr(type(again.embedder), "embed", lambda *a, **k: pytest.fail("model work on a warm cache"))
+    again.fit(_references())
+    assert [p.score for p in again.predict_many(_tests())] == pytest.approx(expected)
+    assert again.cache.misses == 0
+
+
+def test_interrupted_run_resumes_with_identical_results(tmp_path):
+    complete = _offline(tmp_path / "a").fit(_references())
+    expected = [p.score for p in complete.predict_many(_tests())]
+    killed = _offline(tmp_path / "b")
+    killed.prepare_many(_references()[:2] + _tests()[:3])  # the work done before the kill
+    resumed = _offline(tmp_path / "b").fit(_references())
+    assert [p.score for p in resumed.predict_many(_tests())] == expected
+    assert resumed.cache.hits == 5
+
+
+def test_input_size_resizes_before_the_model():
+    config = dataclasses.replace(get_preset("offline"), input_size=(64, 64))
+    pipeline = Pipeline(config, progress=False).fit(_references(2))
+    assert pipeline.references[0].rgb.shape == (448, 448, 3)
+
+
+def test_fit_needs_images_and_predict_needs_fit():
+    with pytest.raises(DataError):
+        _offline().fit([])
+    with pytest.raises(RuntimeError):
+        _offline().predict(_references(1)[0])
+
+
+def test_degenerate_inputs_do_not_crash():
+    uniform = np.full((*SIZE, 3), 90, np.uint8)
+    pipeline = _offline().fit([uniform])
+    assert pipeline.used_fallback
+    prediction = pipeline.predict(make_scene("good", size=SIZE).rgb)
+    assert np.isfinite(prediction.score) and all(np.isfinite(v) for v in prediction.scores.values())
+    identical = _offline().fit([make_scene(seed=1, size=SIZE).rgb] * 3)
+    assert np.isfinite(identical.predict(uniform).score)
+
+
+def test_leave_one_out_scores_of_references():
+    pipeline = _offline(scorers=("histogram",)).fit(_references(3))
+    scores = pipeline.leave_one_out_scores()
+    assert len(scores) == 3 and all(np.isfinite(s) and s >= 0 for s in scores)
+    assert _offline().fit(_references(1)).leave_one_out_scores() == []
+
+
+def test_sam_and_dinov2_code_path_with_tiny_models(tmp_path):
+    from loco_ad.stages.embed import Dinov2Embedder
+    from loco_ad.stages.segment import SamSegmenter
+    from tests.tiny_models import tiny_dinov2, tiny_sam
+
+    config = dataclasses.replace(get_preset("fast"), embedder=dataclasses.replace(get_preset("fast").embedder, image_size=112))
+    config = config.with_scorers(ALL_SCORERS)
+    pipeline = Pipeline(
+        config,
+        segmenter=SamSegmenter(tiny_sam(), points_per_side=4),
+        embedder=Dinov2Embedder(tiny_dinov2()),
+        cache=AnalysisCache(tmp_path),
+        progress=False,
+    ).fit(_references(2))
+    prediction = pipeline.predict(make_scene("missing", size=SIZE).rgb)
+    assert np.isfinite(prediction.score)
+    height, width = prediction.analysis.rgb.shape[:2]
+    assert (height, width) == config.working_size(*SIZE)
+    assert prediction.analysis.patches.shape[:2] == (height // 14, width // 14)
+    stored = AnalysisCache(tmp_path)
+    key = stored.key(prediction.analysis.rgb, config.model_key())
+    assert set(stored.load(key)) == {"patches", "segment_map"}
