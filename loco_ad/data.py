@@ -1,0 +1,386 @@
+"""MVTec LOCO AD on disk: images, ground-truth masks, defect configs and the k-shot reference draw.
+
+The official layout of one category::
+
+    <root>/<category>/train/good/*.png
+    <root>/<category>/validation/good/*.png                       (optional)
+    <root>/<category>/test/{good,logical_anomalies,structural_anomalies}/*.png
+    <root>/<category>/ground_truth/<type>_anomalies/<image stem>/<defect>.png
+    <root>/<category>/defects_config.json                         (optional)
+
+Each ground-truth file holds one defect: its pixels carry the defect's grey
+value (``pixel_value`` in ``defects_config.json``), all others are 0.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Sequence
+
+import numpy as np
+from PIL import Image, ImageFile
+
+from loco_ad.errors import ConfigError, DataError, ImageReadError
+
+CATEGORIES: tuple[str, ...] = ("breakfast_box", "juice_bottle", "pushpins", "screw_bag", "splicing_connectors")
+# Pixel count (width × height) of the original images of each category; absolute
+# sPRO saturation thresholds in defects_config.json are in these pixels.
+ORIGINAL_AREAS: dict[str, int] = {
+    "breakfast_box": 1600 * 1280,
+    "juice_bottle": 800 * 1600,
+    "pushpins": 1700 * 1000,
+    "screw_bag": 1600 * 1100,
+    "splicing_connectors": 1700 * 850,
+}
+IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+DEFAULT_SEEDS: tuple[int, ...] = (42, 0, 1234)
+DEFAULT_SHOTS: tuple[int, ...] = (1, 2, 4, 8)
+DATA_ENV = "LOCO_AD_DATA"
+
+AnomalyType = Literal["good", "logical", "structural"]
+# test sub-folder -> anomaly type
+TEST_FOLDERS: dict[str, AnomalyType] = {
+    "good": "good",
+    "logical_anomalies": "logical",
+    "structural_anomalies": "structural",
+}
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One test image.
+
+    Arguments:
+      path: the image file.
+      label: 0 for a good image, 1 for an anomalous one.
+      anomaly_type: ``"good"``, ``"logical"`` or ``"structural"``.
+      mask_paths: its ground-truth files, one per defect, sorted; empty for good
+        images (and for anomalous images whose ground truth is missing).
+    """
+
+    path: Path
+    label: int
+    anomaly_type: AnomalyType
+    mask_paths: tuple[Path, ...] = ()
+
+
+@dataclass(frozen=True)
+class DefectConfig:
+    """One entry of a category's ``defects_config.json``.
+
+    Arguments:
+      name: the defect type, e.g. ``missing_top_label``.
+      pixel_value: the grey value of this defect's pixels in the ground-truth files.
+      saturation_threshold: sPRO saturation, in pixels of the original image when
+        ``relative_saturation`` is false, else a fraction of the defect's area.
+      relative_saturation: how to read ``saturation_threshold``.
+    """
+
+    name: str
+    pixel_value: int
+    saturation_threshold: float
+    relative_saturation: bool
+
+
+@dataclass(frozen=True)
+class CategoryData:
+    """The files of one category.
+
+    Arguments:
+      name: the category, e.g. ``juice_bottle``.
+      root: the category folder.
+      train: ``train/good`` images, sorted (the pool the references are drawn from).
+      validation: ``validation/good`` images, sorted (empty when absent).
+      test: test samples, good first, then logical, then structural, each sorted.
+      defects: the defect types of ``defects_config.json`` (empty when absent).
+    """
+
+    name: str
+    root: Path
+    train: list[Path]
+    validation: list[Path]
+    test: list[Sample]
+    defects: list[DefectConfig]
+
+
+def read_image(path: str | Path, size: tuple[int, int] | None = None) -> np.ndarray:
+    """Read an image as RGB, converting whatever mode it is stored in.
+
+    Grey and palette images are expanded to RGB; an alpha channel is dropped
+    (the colour channels are kept as stored, not composited); 16-bit grey images
+    are scaled from [0, 65535] to [0, 255]; float images are clipped to [0, 255].
+
+    Arguments:
+      path: the image file.
+      size: (height, width) to resize to with Pillow's bilinear filter, which
+        antialiases when shrinking (area-like averaging); ``None`` keeps the size.
+    Returns:
+      H×W×3 uint8 array.
+    Raises:
+      ImageReadError: the file is missing, truncated or not an image.
+    """
+    image = _open(path)
+    if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N"):
+        grey = np.asarray(image, dtype=np.float64) / 257.0
+        image = Image.fromarray(np.clip(np.round(grey), 0, 255).astype(np.uint8))
+    elif image.mode == "F":
+        image = Image.fromarray(np.clip(np.asarray(image), 0, 255).astype(np.uint8))
+    image = image.convert("RGB")
+    if size is not None:
+        image = image.resize((size[1], size[0]), Image.Resampling.BILINEAR)
+    return np.asarray(image, dtype=np.uint8).copy()
+
+
+def _open(path: str | Path) -> Image.Image:
+    """Open and fully decode an image, refusing truncated files."""
+    previous = ImageFile.LOAD_TRUNCATED_IMAGES
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return image.copy()
+    except FileNotFoundError:
+        raise ImageReadError(path, "no such file") from None
+    except (OSError, ValueError, SyntaxError) as error:
+        raise ImageReadError(path, str(error) or type(error).__name__) from None
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = previous
+
+
+def _read_grey(path: Path, size: tuple[int, int] | None) -> np.ndarray:
+    """A ground-truth file as H×W uint8 grey values (nearest-neighbour resize)."""
+    image = _open(path)
+    if image.mode not in ("L", "P"):
+        image = image.convert("L")
+    if size is not None:
+        image = image.resize((size[1], size[0]), Image.Resampling.NEAREST)
+    return np.asarray(image, dtype=np.uint8).copy()
+
+
+def image_size(path: str | Path) -> tuple[int, int]:
+    """(height, width) of an image file, read from its header."""
+    try:
+        with Image.open(path) as image:
+            return image.height, image.width
+    except (OSError, ValueError, SyntaxError) as error:
+        raise ImageReadError(path, str(error) or type(error).__name__) from None
+
+
+def read_mask_channels(sample: Sample, size: tuple[int, int] | None = None) -> np.ndarray:
+    """The ground truth of a sample, one channel per defect file (as the official evaluation reads it).
+
+    Arguments:
+      sample: the test sample.
+      size: (height, width) to resize to (nearest neighbour, grey values kept);
+        ``None`` keeps the size of the files.
+    Returns:
+      C×H×W uint8 array of grey values, C = number of defect files (0 for good images).
+    Raises:
+      DataError: the sample is anomalous but has no ground-truth files.
+    """
+    if sample.label and not sample.mask_paths:
+        raise DataError(
+            f"no ground-truth mask for {sample.path}; pixel metrics need "
+            f"ground_truth/{sample.anomaly_type}_anomalies/{sample.path.stem}/*.png"
+        )
+    if not sample.mask_paths:
+        return np.zeros((0, *(size or image_size(sample.path))), np.uint8)
+    return np.stack([_read_grey(path, size) for path in sample.mask_paths])
+
+
+def read_mask(sample: Sample, size: tuple[int, int] | None = None) -> np.ndarray:
+    """The union of a sample's ground-truth files, keeping grey values.
+
+    Where defects overlap the larger grey value wins.
+
+    Arguments:
+      sample: the test sample.
+      size: (height, width) to resize to (nearest neighbour); ``None`` keeps the size.
+    Returns:
+      H×W uint8 array, all zeros for a good image.
+    """
+    return read_mask_channels(sample, size).max(axis=0, initial=0)
+
+
+def list_images(folder: str | Path, recursive: bool = True) -> list[Path]:
+    """The image files in a folder, sorted; hidden files are skipped.
+
+    Arguments:
+      folder: the folder to list.
+      recursive: also list sub-folders.
+    Returns:
+      the paths whose suffix is in ``IMAGE_SUFFIXES`` (any case).
+    Raises:
+      DataError: the folder does not exist.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"image folder {folder} does not exist; check the path")
+    files = folder.rglob("*") if recursive else folder.iterdir()
+    return sorted(
+        f for f in files if f.suffix.lower() in IMAGE_SUFFIXES and not f.name.startswith(".") and f.is_file()
+    )
+
+
+def data_root(arg: str | Path | None) -> Path:
+    """The MVTec LOCO root: ``arg`` if given, else the environment variable ``LOCO_AD_DATA``.
+
+    Raises:
+      DataError: neither is set, or the folder does not exist.
+    """
+    value = arg if arg is not None else os.environ.get(DATA_ENV)
+    if not value:
+        raise DataError(f"no data root given; pass the MVTec LOCO folder or set {DATA_ENV}")
+    root = Path(value).expanduser()
+    if not root.is_dir():
+        raise DataError(f"data root {root} does not exist; pass the folder that holds the MVTec LOCO categories")
+    return root
+
+
+def resolve_categories(root: str | Path, spec: str | Sequence[str]) -> list[str]:
+    """The categories to evaluate.
+
+    Arguments:
+      root: the data root.
+      spec: category names as a comma-separated string or a sequence of such
+        strings (as a CLI's ``--category a b,c`` gives), or ``"all"`` alone (every
+        category of ``CATEGORIES`` present under ``root``).
+    Returns:
+      category names, in the order given (``CATEGORIES`` order for ``"all"``).
+    Raises:
+      ConfigError: a name is not a MVTec LOCO category.
+      DataError: ``root`` or a named category folder is missing, or ``"all"`` finds none.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"data root {root} does not exist; pass the folder that holds the MVTec LOCO categories")
+    items = [spec] if isinstance(spec, str) else list(spec)
+    names = [n.strip() for item in items for n in item.split(",") if n.strip()]
+    if names == ["all"]:
+        present = [c for c in CATEGORIES if (root / c).is_dir()]
+        if not present:
+            raise DataError(f"no MVTec LOCO category folder ({', '.join(CATEGORIES)}) under {root}")
+        return present
+    unknown = [n for n in names if n not in CATEGORIES]
+    if unknown or not names:
+        raise ConfigError(f"unknown category {', '.join(unknown) or '(none given)'}; choose from all, {', '.join(CATEGORIES)}")
+    missing = [n for n in names if not (root / n).is_dir()]
+    if missing:
+        raise DataError(f"category folder(s) {', '.join(missing)} not found under {root}")
+    return names
+
+
+def load_category(root: str | Path, category: str) -> CategoryData:
+    """List the files of one category in the official MVTec LOCO layout.
+
+    Arguments:
+      root: the data root (holding one folder per category).
+      category: the category folder name.
+    Returns:
+      the ``CategoryData``.
+    Raises:
+      DataError: the folder is missing, is not in the layout (no ``train/good``
+        images or no ``test`` folder), has an unexpected ``test`` sub-folder, or
+        its ``defects_config.json`` is malformed.
+    """
+    folder = Path(root) / category
+    if not folder.is_dir():
+        raise DataError(f"category folder {folder} does not exist; check the data root and category name")
+    missing = [name for name in ("train/good", "test") if not (folder / name).is_dir()]
+    if missing:
+        raise DataError(f"{folder} is not in the MVTec LOCO layout: missing {' and '.join(missing)}")
+    train = list_images(folder / "train" / "good")
+    if not train:
+        raise DataError(f"{folder / 'train' / 'good'} holds no images")
+    validation = list_images(folder / "validation" / "good") if (folder / "validation" / "good").is_dir() else []
+    return CategoryData(
+        name=category,
+        root=folder,
+        train=train,
+        validation=validation,
+        test=_test_samples(folder),
+        defects=_read_defects(folder / "defects_config.json"),
+    )
+
+
+def _test_samples(folder: Path) -> list[Sample]:
+    """The test samples of a category folder with their ground-truth files."""
+    unexpected = sorted(d.name for d in (folder / "test").iterdir() if d.is_dir() and d.name not in TEST_FOLDERS)
+    if unexpected:
+        raise DataError(
+            f"unexpected folder(s) {', '.join(unexpected)} in {folder / 'test'}; expected {', '.join(TEST_FOLDERS)}"
+        )
+    samples: list[Sample] = []
+    for sub, anomaly_type in TEST_FOLDERS.items():
+        if not (folder / "test" / sub).is_dir():
+            continue
+        for path in list_images(folder / "test" / sub, recursive=False):
+            gt = folder / "ground_truth" / sub / path.stem
+            masks = tuple(list_images(gt, recursive=False)) if anomaly_type != "good" and gt.is_dir() else ()
+            samples.append(Sample(path, int(anomaly_type != "good"), anomaly_type, masks))
+    if not samples:
+        raise DataError(f"{folder / 'test'} holds no images in {', '.join(TEST_FOLDERS)}")
+    return samples
+
+
+def _read_defects(path: Path) -> list[DefectConfig]:
+    """Parse a ``defects_config.json``; an absent file gives no defects."""
+    if not path.is_file():
+        return []
+    try:
+        entries = json.loads(path.read_text())
+        return [
+            DefectConfig(
+                name=str(e["defect_name"]),
+                pixel_value=int(e["pixel_value"]),
+                saturation_threshold=float(e["saturation_threshold"]),
+                relative_saturation=bool(e["relative_saturation"]),
+            )
+            for e in entries
+        ]
+    except (ValueError, KeyError, TypeError) as error:
+        raise DataError(f"malformed {path}: {error!r}; expected a list of defect entries") from None
+
+
+def saturation_scale(category: str, size: tuple[int, int]) -> float:
+    """Factor from the original image's pixels to pixels at ``size``, for absolute sPRO saturations.
+
+    Arguments:
+      category: a MVTec LOCO category.
+      size: (height, width) at which masks and maps are evaluated.
+    Returns:
+      ``height * width / original area``.
+    """
+    if category not in ORIGINAL_AREAS:
+        raise ConfigError(f"unknown category {category!r}; choose from {', '.join(CATEGORIES)}")
+    return size[0] * size[1] / ORIGINAL_AREAS[category]
+
+
+def draw_references(train: Sequence[Path], k: int, seed: int) -> list[Path]:
+    """Draw k reference images exactly as the VAND 2025 challenge script does.
+
+    The challenge seeds torch with ``seed`` and takes ``torch.randperm(n)[:k]``
+    over the ``train/good`` images sorted by path; a private generator seeded the
+    same way gives the same permutation without touching torch's global state.
+
+    Arguments:
+      train: the good images in sorted order (``CategoryData.train``).
+      k: number of references.
+      seed: the protocol seed (42, 0 or 1234 in the challenge).
+    Returns:
+      the k paths in permutation order.
+    Raises:
+      ConfigError: ``k`` is smaller than 1.
+      DataError: ``k`` exceeds the number of good images.
+    """
+    import torch  # imported here: the rest of the data layer does not need it
+
+    if k < 1:
+        raise ConfigError(f"k must be at least 1, got {k}")
+    if k > len(train):
+        raise DataError(f"cannot draw {k} references: there are only {len(train)} good training images; use a smaller k")
+    generator = torch.Generator().manual_seed(seed)
+    return [train[i] for i in torch.randperm(len(train), generator=generator)[:k].tolist()]

@@ -1,0 +1,227 @@
+"""The MVTec LOCO data layer: layout, images, masks, errors, reference draw."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from loco_ad.data import (
+    DEFAULT_SEEDS,
+    DEFAULT_SHOTS,
+    data_root,
+    draw_references,
+    list_images,
+    load_category,
+    read_image,
+    read_mask,
+    read_mask_channels,
+    resolve_categories,
+    saturation_scale,
+)
+from loco_ad.errors import ConfigError, DataError, ImageReadError
+from tests.loco_tree import DEFECTS, make_loco_tree
+from tests.scenes import make_scene
+
+# ---------------------------------------------------------------- real subset
+
+
+def test_subset_counts_and_masks(loco_subset: Path) -> None:
+    data = load_category(loco_subset, "juice_bottle")
+    types = [s.anomaly_type for s in data.test]
+    assert (len(data.train), len(data.validation)) == (40, 10)
+    assert (types.count("good"), types.count("logical"), types.count("structural")) == (22, 71, 0)
+    assert data.train == sorted(data.train) and data.train[0].name == "000.png"
+    assert all(s.label == 1 and len(s.mask_paths) >= 1 for s in data.test if s.anomaly_type == "logical")
+    assert all(s.mask_paths[0].parent.name == s.path.stem for s in data.test if s.label)
+    assert {d.name for d in data.defects} >= {"missing_top_label", "juice_color"} and len(data.defects) == 18
+
+    sample = next(s for s in data.test if s.label)
+    image = read_image(sample.path)
+    mask = read_mask(sample)
+    assert image.shape == (800, 400, 3) and image.dtype == np.uint8
+    assert mask.shape == (800, 400) and set(np.unique(mask)) == {0, 255}
+    small = read_mask(sample, size=(200, 100))
+    assert small.shape == (200, 100) and set(np.unique(small)) <= {0, 255} and small.any()
+    assert read_image(sample.path, size=(256, 256)).shape == (256, 256, 3)
+    assert resolve_categories(loco_subset, "all") == ["juice_bottle"]
+
+
+def test_subset_reference_draw(loco_subset: Path) -> None:
+    train = load_category(loco_subset, "juice_bottle").train
+    torch.manual_seed(42)
+    expected = torch.randperm(len(train))[:8].tolist()
+    assert draw_references(train, 8, 42) == [train[i] for i in expected]
+
+
+# ---------------------------------------------------------------- tiny tree
+
+
+def test_tiny_tree_layout(tiny_loco_root: Path) -> None:
+    data = load_category(tiny_loco_root, "juice_bottle")
+    assert (len(data.train), len(data.validation), len(data.test)) == (6, 2, 8)
+    assert [s.anomaly_type for s in data.test] == ["good"] * 3 + ["logical"] * 3 + ["structural"] * 2
+    assert [s.label for s in data.test] == [0] * 3 + [1] * 5
+    assert all(s.mask_paths == () for s in data.test[:3])
+    assert {d.pixel_value: d.relative_saturation for d in data.defects} == {v: r for v, _, r in DEFECTS.values()}
+    assert data.root == tiny_loco_root / "juice_bottle"
+
+
+def test_tiny_tree_masks(tiny_loco_root: Path) -> None:
+    data = load_category(tiny_loco_root, "juice_bottle")
+    good, missing, extra, colour, scratch = data.test[0], data.test[3], data.test[4], data.test[5], data.test[6]
+    assert not read_mask(good).any() and read_mask(good).shape == (64, 96)
+    assert read_mask_channels(good).shape == (0, 64, 96)
+    for sample, kind in ((missing, "missing"), (extra, "extra"), (colour, "colour"), (scratch, "scratch")):
+        mask = read_mask(sample)
+        assert set(np.unique(mask)) == {0, DEFECTS[kind][0]}
+        np.testing.assert_array_equal(mask > 0, make_scene(kind, seed=5000 + int(sample.path.stem), size=(64, 96)).mask)
+    resized = read_mask(missing, size=(32, 48))
+    assert resized.shape == (32, 48) and set(np.unique(resized)) == {0, 255}
+
+
+def test_multi_file_ground_truth(tmp_path: Path) -> None:
+    root = make_loco_tree(tmp_path, n_logical=4, n_structural=0)  # the fourth logical scene is a swap: two parts
+    sample = load_category(root, "juice_bottle").test[-1]
+    assert len(sample.mask_paths) == 2
+    channels = read_mask_channels(sample)
+    assert channels.shape == (2, 64, 96)
+    assert not np.logical_and(channels[0], channels[1]).any()
+    np.testing.assert_array_equal(read_mask(sample), channels.max(axis=0))
+
+
+# ---------------------------------------------------------------- images
+
+
+def test_read_image_converts_modes(tmp_path: Path) -> None:
+    rgb = make_scene(size=(32, 48)).rgb
+    grey = rgb[..., 0]
+    Image.fromarray(grey).save(tmp_path / "grey.png")
+    Image.fromarray(np.dstack([rgb, np.full(grey.shape, 7, np.uint8)])).save(tmp_path / "rgba.png")
+    Image.fromarray(grey.astype(np.uint16) * 257).save(tmp_path / "deep.png")
+    Image.fromarray(rgb).convert("P").save(tmp_path / "palette.png")
+    Image.fromarray(rgb).save(tmp_path / "upper.JPG", quality=95)
+
+    np.testing.assert_array_equal(read_image(tmp_path / "grey.png"), np.dstack([grey] * 3))
+    np.testing.assert_array_equal(read_image(tmp_path / "rgba.png"), rgb)  # alpha dropped, colours kept
+    assert Image.open(tmp_path / "deep.png").mode.startswith("I")
+    np.testing.assert_array_equal(read_image(tmp_path / "deep.png"), np.dstack([grey] * 3))
+    palette = read_image(tmp_path / "palette.png")
+    assert palette.shape == (32, 48, 3) and np.abs(palette.astype(int) - rgb).mean() < 20
+    assert read_image(tmp_path / "upper.JPG", size=(16, 24)).shape == (16, 24, 3)
+
+
+def test_truncated_and_bogus_images_name_the_file(tmp_path: Path) -> None:
+    Image.fromarray(make_scene(size=(64, 96)).rgb).save(tmp_path / "full.png")
+    data = (tmp_path / "full.png").read_bytes()
+    (tmp_path / "cut.png").write_bytes(data[: len(data) // 2])
+    (tmp_path / "text.png").write_text("not an image")
+    for name in ("cut.png", "text.png", "absent.png"):
+        with pytest.raises(ImageReadError, match=name) as error:
+            read_image(tmp_path / name)
+        assert error.value.path == str(tmp_path / name)
+
+
+def test_list_images(tmp_path: Path) -> None:
+    for name in ("b.PNG", "a.jpg", "sub/c.tiff", "notes.txt", ".hidden.png"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_bytes(b"")
+    assert [p.name for p in list_images(tmp_path)] == ["a.jpg", "b.PNG", "c.tiff"]
+    assert [p.name for p in list_images(tmp_path, recursive=False)] == ["a.jpg", "b.PNG"]
+    with pytest.raises(DataError, match="absent"):
+        list_images(tmp_path / "absent")
+
+
+# ---------------------------------------------------------------- errors and config
+
+
+def test_layout_errors(tmp_path: Path, tiny_loco_root: Path) -> None:
+    with pytest.raises(DataError, match="does not exist"):
+        load_category(tmp_path / "nowhere", "juice_bottle")
+    (tmp_path / "pushpins" / "images").mkdir(parents=True)
+    with pytest.raises(DataError, match="missing train/good and test"):
+        load_category(tmp_path, "pushpins")
+    (tiny_loco_root / "juice_bottle" / "test" / "scratches").mkdir()
+    with pytest.raises(DataError, match="scratches"):
+        load_category(tiny_loco_root, "juice_bottle")
+
+
+def test_malformed_defects_config(tiny_loco_root: Path) -> None:
+    (tiny_loco_root / "juice_bottle" / "defects_config.json").write_text(json.dumps([{"defect_name": "x"}]))
+    with pytest.raises(DataError, match="defects_config.json"):
+        load_category(tiny_loco_root, "juice_bottle")
+
+
+def test_anomalous_sample_without_mask(tiny_loco_root: Path) -> None:
+    folder = tiny_loco_root / "juice_bottle" / "ground_truth" / "logical_anomalies" / "000"
+    for path in folder.iterdir():
+        path.unlink()
+    folder.rmdir()
+    sample = load_category(tiny_loco_root, "juice_bottle").test[3]
+    assert sample.label == 1 and sample.mask_paths == ()
+    with pytest.raises(DataError, match="no ground-truth mask"):
+        read_mask(sample)
+
+
+def test_resolve_categories(tiny_loco_root: Path, tmp_path: Path) -> None:
+    assert resolve_categories(tiny_loco_root, "all") == ["juice_bottle"]
+    assert resolve_categories(tiny_loco_root, " juice_bottle ") == ["juice_bottle"]
+    assert resolve_categories(tiny_loco_root, ["juice_bottle"]) == ["juice_bottle"]
+    assert resolve_categories(tiny_loco_root, ["all"]) == ["juice_bottle"]
+    with pytest.raises(ConfigError, match="teapot"):
+        resolve_categories(tiny_loco_root, ["juice_bottle", "teapot,all"])
+    with pytest.raises(ConfigError, match="none given"):
+        resolve_categories(tiny_loco_root, [])
+    with pytest.raises(ConfigError, match="bottle.*choose from all, breakfast_box"):
+        resolve_categories(tiny_loco_root, "bottle")
+    with pytest.raises(DataError, match="pushpins"):
+        resolve_categories(tiny_loco_root, "juice_bottle,pushpins")
+    with pytest.raises(DataError, match="does not exist"):
+        resolve_categories(tmp_path / "nowhere", "all")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="no MVTec LOCO category"):
+        resolve_categories(tmp_path / "empty", "all")
+
+
+def test_data_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("LOCO_AD_DATA", raising=False)
+    with pytest.raises(DataError, match="LOCO_AD_DATA"):
+        data_root(None)
+    assert data_root(str(tmp_path)) == tmp_path
+    monkeypatch.setenv("LOCO_AD_DATA", str(tmp_path))
+    assert data_root(None) == tmp_path
+    with pytest.raises(DataError, match="does not exist"):
+        data_root(str(tmp_path / "nowhere"))
+
+
+def test_saturation_scale() -> None:
+    assert saturation_scale("juice_bottle", (800, 400)) == pytest.approx(0.25)
+    assert saturation_scale("breakfast_box", (1280, 1600)) == pytest.approx(1.0)
+    with pytest.raises(ConfigError):
+        saturation_scale("bottle", (10, 10))
+
+
+# ---------------------------------------------------------------- reference draw
+
+
+@pytest.mark.parametrize("seed", DEFAULT_SEEDS)
+@pytest.mark.parametrize("k", DEFAULT_SHOTS)
+def test_draw_matches_challenge_script(seed: int, k: int) -> None:
+    train = [Path(f"train/good/{i:03d}.png") for i in range(40)]
+    torch.manual_seed(seed)
+    expected = torch.randperm(len(train))[:k].tolist()
+    state = torch.get_rng_state()
+    assert draw_references(train, k, seed) == [train[i] for i in expected]
+    assert torch.equal(torch.get_rng_state(), state)  # the global generator is left alone
+
+
+def test_draw_errors() -> None:
+    train = [Path(f"{i}.png") for i in range(3)]
+    with pytest.raises(DataError, match="only 3 good"):
+        draw_references(train, 4, 0)
+    with pytest.raises(ConfigError):
+        draw_references(train, 0, 0)
