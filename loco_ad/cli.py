@@ -3,24 +3,26 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
 from pathlib import Path
 from typing import Callable
 
 from loco_ad.cache import AnalysisCache, default_cache_dir
-from loco_ad.config import PRESETS, get_preset, parse_scorers
+from loco_ad.config import ALIGNMENTS, PRESETS, get_preset, parse_scorers
 from loco_ad.errors import LocoAdError
 
 
 def add_pipeline_arguments(parser: argparse.ArgumentParser, default_preset: str = "paper") -> None:
-    """Add --preset, --scorers, --weights-dir, --cache-dir, --no-cache, --device and --quiet."""
+    """Add --preset, --scorers, --alignment, --weights-dir, --cache-dir, --no-cache, --device and --quiet."""
     group = parser.add_argument_group("pipeline")
     group.add_argument("--preset", default=default_preset, help=f"model preset: {', '.join(PRESETS)} (default {default_preset})")
     group.add_argument(
         "--scorers",
         help="comma-separated scorer ids (default: the preset's ensemble class_agnostic,foreground,histogram)",
     )
+    group.add_argument("--alignment", choices=ALIGNMENTS, help="alignment strategy (default: the preset's)")
     group.add_argument("--weights-dir", type=Path, help="folder with model weights (default: $LOCO_AD_WEIGHTS, then the HF/torch caches)")
     group.add_argument("--cache-dir", type=Path, help=f"analysis cache folder (default: $LOCO_AD_CACHE or {default_cache_dir()})")
     group.add_argument("--no-cache", action="store_true", help="keep model outputs in memory only")
@@ -35,6 +37,8 @@ def pipeline_from_args(args: argparse.Namespace):
     config = get_preset(args.preset)
     if args.scorers:
         config = config.with_scorers(parse_scorers(args.scorers))
+    if args.alignment:
+        config = dataclasses.replace(config, alignment=args.alignment)
     cache = None if args.no_cache else AnalysisCache(args.cache_dir or default_cache_dir())
     return Pipeline(config, cache=cache, weights_dir=args.weights_dir, device=args.device, progress=not args.quiet)
 

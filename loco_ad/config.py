@@ -9,6 +9,7 @@ from typing import Literal
 
 from loco_ad.errors import ConfigError
 
+ALIGNMENTS: tuple[str, ...] = ("propagation", "hungarian", "segmenter")
 DEFAULT_SCORERS: tuple[str, ...] = ("class_agnostic", "foreground", "histogram")
 ALL_SCORERS: tuple[str, ...] = (
     "class_agnostic",
@@ -19,6 +20,13 @@ ALL_SCORERS: tuple[str, ...] = (
     "colour",
     "location",
 )
+
+
+def check_scorers(names: tuple[str, ...]) -> None:
+    """Raise ``ConfigError`` unless ``names`` is a non-empty list of known scorer ids."""
+    unknown = [s for s in names if s not in ALL_SCORERS]
+    if unknown or not names:
+        raise ConfigError(f"unknown scorer(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(ALL_SCORERS)}")
 
 
 @dataclass(frozen=True)
@@ -68,7 +76,10 @@ class PipelineConfig:
       segmenter: segmentation settings.
       embedder: patch-feature settings.
       alignment: ``"propagation"`` (patch-affinity label propagation snapped to
-        segments) or ``"hungarian"`` (matching of segment descriptors).
+        segments), ``"hungarian"`` (matching of segment descriptors) or
+        ``"segmenter"`` (the class ids a class-aware segmenter gives: the colour
+        ids of the ``colour_clusters`` segmenter, consistent across images by
+        construction).
       scorers: ids of the enabled scorers (see ``ALL_SCORERS``).
       input_size: (height, width) every input is resized to before anything else
         (the VAND 2025 protocol uses 256×256), or None to keep the image's size.
@@ -77,14 +88,16 @@ class PipelineConfig:
     name: str
     segmenter: SegmenterConfig = field(default_factory=SegmenterConfig)
     embedder: EmbedderConfig = field(default_factory=EmbedderConfig)
-    alignment: Literal["propagation", "hungarian"] = "propagation"
+    alignment: Literal["propagation", "hungarian", "segmenter"] = "propagation"
     scorers: tuple[str, ...] = DEFAULT_SCORERS
     input_size: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         check_scorers(self.scorers)
-        if self.alignment not in ("propagation", "hungarian"):
-            raise ConfigError(f"unknown alignment {self.alignment!r}; choose propagation or hungarian")
+        if self.alignment not in ALIGNMENTS:
+            raise ConfigError(f"unknown alignment {self.alignment!r}; choose from {', '.join(ALIGNMENTS)}")
+        if self.alignment == "segmenter" and self.segmenter.kind != "colour_clusters":
+            raise ConfigError("alignment 'segmenter' needs the colour_clusters segmenter; SAM segments carry no class ids")
         if self.embedder.image_size % self.embedder.patch_size:
             raise ConfigError(
                 f"image_size {self.embedder.image_size} is not a multiple of patch_size {self.embedder.patch_size}"
@@ -132,6 +145,7 @@ PRESETS: dict[str, PipelineConfig] = {
         name="offline",
         segmenter=SegmenterConfig(kind="colour_clusters"),
         embedder=EmbedderConfig(kind="handcrafted", image_size=448),
+        alignment="segmenter",
     ),
 }
 
@@ -142,13 +156,6 @@ def get_preset(name: str) -> PipelineConfig:
         return PRESETS[name]
     except KeyError:
         raise ConfigError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}") from None
-
-
-def check_scorers(names: tuple[str, ...]) -> None:
-    """Raise ``ConfigError`` unless ``names`` is a non-empty list of known scorer ids."""
-    unknown = [s for s in names if s not in ALL_SCORERS]
-    if unknown or not names:
-        raise ConfigError(f"unknown scorer(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(ALL_SCORERS)}")
 
 
 def parse_scorers(text: str) -> tuple[str, ...]:

@@ -263,14 +263,24 @@ class Pipeline:
         )
 
     def _analyse(self, prepared: PreparedImage) -> ImageAnalysis:
-        canonical = self.references[0]
+        """Segment (unless cached) and label an image; before any reference exists it becomes the canonical one."""
         segment_map = self._segment_map(prepared)
-        labels = align(canonical, segment_map, prepared.patches, prepared.lab, method=self.config.alignment)
-        return self._analysis(prepared, segment_map, labels, canonical.n_classes)
+        if self.config.alignment == "segmenter":
+            labels, n_classes = self.segmenter.class_map(prepared.rgb, segment_map), self.segmenter.n_classes
+        elif not self.references:
+            labels = reference_labels(segment_map)
+            n_classes = int(labels.max()) + 1
+        else:
+            canonical = self.references[0]
+            labels = align(canonical, segment_map, prepared.patches, prepared.lab, method=self.config.alignment)
+            n_classes = canonical.n_classes
+        return self._analysis(prepared, segment_map, labels, n_classes)
 
     # ------------------------------------------------------------ public API
     def fit(self, images: Sequence[ImageInput]) -> "Pipeline":
         """Learn from good images: the first one defines the classes, all are aligned to it.
+
+        With ``alignment="segmenter"`` the segmenter's own class ids are used instead.
 
         Arguments:
           images: one or more good images (paths or arrays).
@@ -282,10 +292,9 @@ class Pipeline:
         prepared = self.prepare_many(images)
         if not self.segments_per_image:
             self.segmenter.fit([p.rgb for p in prepared])
-        canonical_segments = self._segment_map(prepared[0])
-        labels = reference_labels(canonical_segments)
-        self.references = [self._analysis(prepared[0], canonical_segments, labels, int(labels.max()) + 1)]
-        self.references += [self._analyse(p) for p in prepared[1:]]
+        self.references = []
+        for image in prepared:
+            self.references.append(self._analyse(image))
         self.ensemble = Ensemble(self.config.scorers).fit(self.references)
         return self
 

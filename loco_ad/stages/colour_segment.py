@@ -176,3 +176,22 @@ class ColourClusterSegmenter:
         rgb = np.ascontiguousarray(rgb, dtype=np.uint8)
         smooth = cv2.medianBlur(rgb, self.blur) if self.blur > 1 else rgb
         return cv2.cvtColor(smooth.astype(np.float32) / 255.0, cv2.COLOR_RGB2Lab) * self._weights
+
+    @property
+    def n_classes(self) -> int:
+        """Number of class ids ``class_map`` can give, background (0) included."""
+        if self.kmeans_ is None:
+            raise NotFittedError("ColourClusterSegmenter is not fitted: call fit(references) first")
+        return len(self.colours_) + 1
+
+    def class_map(self, rgb: np.ndarray, partition: np.ndarray) -> np.ndarray:
+        """Per-pixel class ids: each segment's colour id + 1, and 0 outside the segments.
+
+        Arguments:
+          rgb: the H×W×3 uint8 RGB image that ``partition`` was made from.
+          partition: H×W int32 partition from ``segment(rgb)``.
+        Returns:
+          H×W int32 class ids in [0, n_classes).
+        """
+        colours = self.segment_colours(rgb, partition)
+        return np.where(partition > 0, colours[partition] + 1, 0).astype(np.int32)
