@@ -17,9 +17,12 @@ from pathlib import Path
 
 import numpy as np
 
+from loco_ad.analysis import Prediction
 from loco_ad.cli import add_pipeline_arguments, pipeline_from_args, run_main
-from loco_ad.data import DATA_ENV, DEFAULT_SEEDS, DEFAULT_SHOTS, data_root, load_category, resolve_categories
+from loco_ad.data import (DATA_ENV, DEFAULT_SEEDS, DEFAULT_SHOTS, CategoryData, data_root, load_category, read_mask,
+                          resolve_categories)
 from loco_ad.io import write_csv, write_json
+from loco_ad.report import ReportItem, ReportMeta, auto_threshold, write_image_report
 
 TABLE_COLUMNS = ("image_score", "image_auroc", "logical_auroc", "structural_auroc", "pixel_auroc", "spro")
 METRIC_COLUMNS = ["seed", "k_shot", "category", "image_score", "pixel_score", "image_auroc", "image_ap",
@@ -38,6 +41,49 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--report", action="store_true", help="write heat maps and OUT/report/report.html for the first seed and largest k")
     add_pipeline_arguments(parser)
     return parser
+
+
+class EvaluationReport:
+    """Keeps the predictions of one (seed, k) per category and writes their pictures and report.html.
+
+    The verdicts use ``report.auto_threshold`` on the leave-one-out scores of
+    that fit's references; anomalous images get their ground-truth outline.
+    Nothing is written until ``write``, so a failed run leaves no partial report.
+
+    Arguments:
+      pipeline: the evaluated pipeline (still fitted on the references when called).
+      seed, k: the run to report.
+    """
+
+    def __init__(self, pipeline, seed: int, k: int) -> None:
+        self.pipeline, self.seed, self.k = pipeline, seed, k
+        self.pending: list[tuple[str, list, object]] = []
+
+    def __call__(self, data: CategoryData, seed: int, k: int, predictions: list[Prediction]) -> None:
+        if (seed, k) != (self.seed, self.k):
+            return
+        scorers = self.pipeline.config.scorers
+        threshold, rule = auto_threshold(self.pipeline.leave_one_out_scores(), len(scorers))
+        items = [
+            ReportItem(
+                name=str(sample.path.relative_to(data.root / "test")),
+                prediction=prediction,
+                verdict="anomalous" if prediction.score > threshold else "good",
+                gt_mask=read_mask(sample, prediction.analysis.rgb.shape[:2]) if sample.label else None,
+                label=sample.anomaly_type,
+            )
+            for sample, prediction in zip(data.test, predictions)
+        ]
+        meta = ReportMeta(
+            preset=self.pipeline.config.name, k=k, scorers=scorers, weights=self.pipeline.weights,
+            used_fallback=self.pipeline.used_fallback, threshold=threshold, threshold_rule=rule,
+            title=f"loco_ad evaluation: {data.name}", extra={"category": data.name, "seed": seed},
+        )
+        self.pending.append((data.name, items, meta))
+
+    def write(self, out_dir: Path) -> list[Path]:
+        """Write one report folder per category under ``out_dir``; returns the report.html paths."""
+        return [write_image_report(out_dir / name, items, meta) for name, items, meta in self.pending]
 
 
 def format_table(metrics: list[dict]) -> str:
@@ -65,12 +111,8 @@ def main(argv: list[str] | None = None) -> int:
         root = data_root(args.data_root)
         datasets = [load_category(root, name) for name in resolve_categories(root, args.category)]
         pipeline = pipeline_from_args(args)
-        hook = None
-        if args.report:
-            from loco_ad.report_hooks import evaluation_report_hook
-
-            hook = evaluation_report_hook(args.out / "report", seed=args.seeds[0], k=max(args.shots))
-        result = evaluate(pipeline, datasets, args.seeds, args.shots, pixel=not args.no_pixel, on_predictions=hook)
+        report = EvaluationReport(pipeline, seed=args.seeds[0], k=max(args.shots)) if args.report else None
+        result = evaluate(pipeline, datasets, args.seeds, args.shots, pixel=not args.no_pixel, on_predictions=report)
         scorer_columns = list(pipeline.config.scorers)
         write_csv(args.out / "scores.csv", result.scores,
                   ["category", "seed", "k_shot", "file", "label", "anomaly_type", "score", *scorer_columns])
@@ -96,6 +138,9 @@ def main(argv: list[str] | None = None) -> int:
               f"mean F1-max {summary['avg_image_score']:.4f}")
         if pipeline.cache is not None:
             print(f"cache: {pipeline.cache.hits} hits, {pipeline.cache.misses} misses ({pipeline.cache.root})")
+        if report is not None:
+            for path in report.write(args.out / "report"):
+                print(f"report: {path}")
         print(f"results written to {args.out}/")
         return 0
 

@@ -125,3 +125,30 @@ def test_real_subset_few_images(tmp_path, loco_subset):
     assert all(0.0 <= float(r["pixel_auroc"]) <= 1.0 and 0.0 <= float(r["spro"]) <= 1.0 for r in metrics)
     scores = _rows(out / "scores.csv")
     assert len(scores) == 2 * 4 and all(float(r["score"]) >= 0 for r in scores)
+
+
+def test_report_with_ground_truth_outlines(tmp_path, tiny_loco_root):
+    from html.parser import HTMLParser
+
+    import numpy as np
+    from PIL import Image
+
+    out = tmp_path / "out"
+    assert _run(tmp_path, "--data-root", str(tiny_loco_root), "--shots", "1", "2", "--seeds", "42", "--preset", "offline",
+                "--report", "--out", str(out)) == 0
+    folder = out / "report" / "juice_bottle"
+    sources: list[str] = []
+
+    class Images(HTMLParser):
+        def handle_starttag(self, tag, attrs):
+            if tag == "img":
+                sources.append(dict(attrs)["src"])
+
+    Images().feed((folder / "report.html").read_text())
+    assert len(sources) == 2 * (3 + 3 + 2)  # heat map + segments for every test image
+    assert all((folder / src).exists() for src in sources)
+    outlined = [src for src in sources if "logical" in src and src.endswith("_segments.png")]
+    plain = [src for src in sources if src.startswith("images/good") and src.endswith("_segments.png")]
+    white = lambda src: int((np.asarray(Image.open(folder / src)) == 255).all(-1).sum())  # noqa: E731
+    assert outlined and plain
+    assert all(white(src) > 0 for src in outlined) and all(white(src) == 0 for src in plain)
