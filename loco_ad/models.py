@@ -1,0 +1,200 @@
+"""Where model weights come from: the only module that knows their files and URLs.
+
+Weights are looked for, in order, in an explicit folder (``weights_dir`` or the
+environment variable ``LOCO_AD_WEIGHTS``), in the local torch hub / Hugging
+Face cache, and only then downloaded. With downloads off (``HF_HUB_OFFLINE=1``
+or ``TRANSFORMERS_OFFLINE=1``) or failing, a missing model raises
+``ModelWeightsError`` saying which file is missing and where to put it; there
+is never a silent fallback to other weights.
+
+Layout of a weights folder::
+
+    <weights_dir>/sam_vit_h_4b8939.pth        SAM checkpoints, official file names
+    <weights_dir>/sam_vit_b_01ec64.pth
+    <weights_dir>/dinov2-giant/               DINOv2 ``save_pretrained`` folders
+        config.json  model.safetensors        (the last part of the Hugging Face id)
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import torch
+from segment_anything import sam_model_registry
+from segment_anything.modeling import Sam
+from transformers import Dinov2Config, Dinov2Model
+
+from loco_ad.errors import ConfigError, ModelWeightsError
+
+logger = logging.getLogger(__name__)
+
+WEIGHTS_ENV = "LOCO_AD_WEIGHTS"
+
+SAM_CHECKPOINTS: dict[str, str] = {
+    "vit_h": "sam_vit_h_4b8939.pth",
+    "vit_l": "sam_vit_l_0b3195.pth",
+    "vit_b": "sam_vit_b_01ec64.pth",
+}
+SAM_URL = "https://dl.fbaipublicfiles.com/segment_anything/{}"
+
+# The published DINOv2 architectures as ``Dinov2Config`` keyword arguments.
+DINOV2_CONFIGS: dict[str, dict] = {
+    "facebook/dinov2-small": dict(hidden_size=384, num_hidden_layers=12, num_attention_heads=6),
+    "facebook/dinov2-base": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12),
+    "facebook/dinov2-large": dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16),
+    "facebook/dinov2-giant": dict(
+        hidden_size=1536, num_hidden_layers=40, num_attention_heads=24, use_swiglu_ffn=True
+    ),
+}
+for _kwargs in DINOV2_CONFIGS.values():
+    _kwargs.update(image_size=518, patch_size=14, mlp_ratio=4, layerscale_value=1.0)
+
+
+def resolve_device(name: str = "auto") -> str:
+    """The torch device to use: ``"cuda"`` when ``name`` is ``"auto"`` and a GPU is present, else ``name``.
+
+    Arguments:
+      name: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+    Returns:
+      a device string for ``torch``.
+    """
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r} asked for but no CUDA GPU is available; use --device cpu")
+    return name
+
+
+def downloads_disabled() -> bool:
+    """True when ``HF_HUB_OFFLINE`` or ``TRANSFORMERS_OFFLINE`` is set to a true value (read at call time)."""
+    flags = (os.environ.get("HF_HUB_OFFLINE", ""), os.environ.get("TRANSFORMERS_OFFLINE", ""))
+    return any(flag.strip().upper() in {"1", "ON", "YES", "TRUE"} for flag in flags)
+
+
+def _weights_dir(weights_dir: Path | None) -> Path | None:
+    if weights_dir is not None:
+        return Path(weights_dir)
+    env = os.environ.get(WEIGHTS_ENV)
+    return Path(env) if env else None
+
+
+def _how_to_supply(target: str) -> str:
+    return (
+        f"put {target} in a folder and pass it with --weights-dir (or set {WEIGHTS_ENV}), "
+        "or run once with network access (HF_HUB_OFFLINE unset) to fill the local cache"
+    )
+
+
+def sam_checkpoint_path(model_type: str, weights_dir: Path | None = None) -> Path:
+    """Find or download the official SAM checkpoint of ``model_type``.
+
+    Arguments:
+      model_type: ``vit_h``, ``vit_l`` or ``vit_b``.
+      weights_dir: folder looked in first; defaults to ``$LOCO_AD_WEIGHTS``.
+    Returns:
+      the path of the checkpoint file.
+    """
+    if model_type not in SAM_CHECKPOINTS:
+        raise ConfigError(f"unknown SAM model {model_type!r}; choose from {', '.join(SAM_CHECKPOINTS)}")
+    filename = SAM_CHECKPOINTS[model_type]
+    explicit = _weights_dir(weights_dir)
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / filename
+    candidates = ([explicit / filename] if explicit else []) + [cached]
+    for path in candidates:
+        if path.is_file():
+            return path
+    looked = ", ".join(str(p) for p in candidates)
+    if downloads_disabled():
+        raise ModelWeightsError(
+            f"SAM {model_type} checkpoint {filename} not found (looked in {looked}) and downloads are off "
+            f"(HF_HUB_OFFLINE); {_how_to_supply(filename)}"
+        )
+    url = SAM_URL.format(filename)
+    logger.info("downloading %s to %s", url, cached)
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        torch.hub.download_url_to_file(url, str(cached), progress=True)
+    except OSError as error:  # URLError and HTTPError are OSErrors
+        raise ModelWeightsError(
+            f"SAM {model_type} checkpoint {filename} not found (looked in {looked}) and the download from {url} "
+            f"failed ({error}); {_how_to_supply(filename)}"
+        ) from error
+    return cached
+
+
+def load_sam(model_type: str, weights_dir: Path | None = None, device: str = "cpu") -> Sam:
+    """Build SAM ``model_type`` and load its official weights (``torch.load(weights_only=True)``).
+
+    Arguments:
+      model_type: ``vit_h``, ``vit_l`` or ``vit_b``.
+      weights_dir: folder looked in first; defaults to ``$LOCO_AD_WEIGHTS``.
+      device: torch device for the model.
+    Returns:
+      the model in eval mode on ``device``.
+    """
+    path = sam_checkpoint_path(model_type, weights_dir)
+    model = sam_model_registry[model_type](checkpoint=None)
+    try:
+        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    except (RuntimeError, EOFError, ValueError) as error:
+        raise ModelWeightsError(
+            f"{path} is not a valid SAM {model_type} checkpoint ({error}); delete it and supply "
+            f"{SAM_CHECKPOINTS[model_type]} again"
+        ) from error
+    logger.info("loaded SAM %s from %s", model_type, path)
+    return model.to(device).eval()
+
+
+def build_dinov2(model_id: str, random_weights: bool = True) -> Dinov2Model:
+    """DINOv2 ``model_id`` at its real size with random weights, for benchmarks (no files, no network).
+
+    Arguments:
+      model_id: a key of ``DINOV2_CONFIGS`` such as ``facebook/dinov2-giant``.
+      random_weights: must be True; trained weights come from ``load_dinov2``.
+    Returns:
+      the model in eval mode on the CPU.
+    """
+    if not random_weights:
+        raise ValueError("build_dinov2 only builds random weights; use load_dinov2 for trained ones")
+    if model_id not in DINOV2_CONFIGS:
+        raise ConfigError(f"unknown DINOv2 model {model_id!r}; choose from {', '.join(DINOV2_CONFIGS)}")
+    return Dinov2Model(Dinov2Config(**DINOV2_CONFIGS[model_id])).eval()
+
+
+def load_dinov2(model_id: str, weights_dir: Path | None = None, device: str = "cpu") -> Dinov2Model:
+    """Load DINOv2 ``model_id`` with ``transformers`` (safetensors only).
+
+    Arguments:
+      model_id: Hugging Face id such as ``facebook/dinov2-giant``.
+      weights_dir: folder looked in first for a ``save_pretrained`` folder named
+        after the last part of ``model_id``; defaults to ``$LOCO_AD_WEIGHTS``.
+      device: torch device for the model.
+    Returns:
+      the model in eval mode on ``device``.
+    """
+    folder_name = model_id.rstrip("/").split("/")[-1]
+    explicit = _weights_dir(weights_dir)
+    local = explicit / folder_name if explicit else None
+    offline = downloads_disabled()
+    if local is not None and (local / "config.json").is_file():
+        source, options = str(local), {"local_files_only": True}
+    else:
+        source, options = model_id, {"local_files_only": offline}
+    try:
+        model = Dinov2Model.from_pretrained(source, use_safetensors=True, **options)
+    except (OSError, ValueError) as error:
+        if source != model_id:
+            raise ModelWeightsError(
+                f"cannot load DINOv2 weights from {source} ({error}); it must be a save_pretrained folder "
+                "with config.json and model.safetensors"
+            ) from error
+        looked = f"{local} and " if local is not None else ""
+        state = "downloads are off (HF_HUB_OFFLINE)" if offline else f"the download failed ({error})"
+        raise ModelWeightsError(
+            f"DINOv2 weights {model_id!r} not found (looked in {looked}the Hugging Face cache) and {state}; "
+            f"{_how_to_supply(f'a save_pretrained folder {folder_name}/ with config.json and model.safetensors')}"
+        ) from error
+    logger.info("loaded DINOv2 %s from %s", model_id, source)
+    return model.to(device).eval()

@@ -1,0 +1,186 @@
+"""Weight resolution of loco_ad.models, with tiny models and no network."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import Dinov2Model
+
+from loco_ad import models
+from loco_ad.errors import ConfigError, ModelWeightsError
+from tests.tiny_models import tiny_dinov2, tiny_sam
+
+SAM_FILE = models.SAM_CHECKPOINTS["vit_b"]
+
+
+@pytest.fixture
+def isolated(monkeypatch, tmp_path):
+    """Empty caches, no LOCO_AD_WEIGHTS, the tiny SAM standing in for ViT-B, downloads forbidden unless mocked."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.delenv(models.WEIGHTS_ENV, raising=False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    monkeypatch.setitem(models.sam_model_registry, "vit_b", lambda checkpoint=None: tiny_sam(seed=1))
+
+    def no_download(*args, **kwargs):
+        raise AssertionError("tests must not download")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", no_download)
+    return tmp_path
+
+
+def save_tiny_sam(path: Path) -> dict:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = tiny_sam(seed=0).state_dict()
+    torch.save(state, path)
+    return state
+
+
+def assert_same_weights(model: torch.nn.Module, state: dict) -> None:
+    loaded = model.state_dict()
+    assert loaded.keys() == state.keys()
+    assert all(torch.equal(loaded[k], state[k]) for k in state)
+
+
+def test_sam_from_weights_dir(isolated):
+    state = save_tiny_sam(isolated / "weights" / SAM_FILE)
+    model = models.load_sam("vit_b", weights_dir=isolated / "weights")
+    assert_same_weights(model, state)
+    assert not model.training
+
+
+def test_sam_from_env_weights_dir(isolated, monkeypatch):
+    state = save_tiny_sam(isolated / "env_weights" / SAM_FILE)
+    monkeypatch.setenv(models.WEIGHTS_ENV, str(isolated / "env_weights"))
+    assert_same_weights(models.load_sam("vit_b"), state)
+
+
+def test_sam_weights_dir_before_cache(isolated):
+    state = save_tiny_sam(isolated / "weights" / SAM_FILE)
+    torch.save(tiny_sam(seed=2).state_dict(), _cache_path(isolated))
+    assert_same_weights(models.load_sam("vit_b", weights_dir=isolated / "weights"), state)
+
+
+def _cache_path(root: Path) -> Path:
+    path = root / "torch" / "hub" / "checkpoints" / SAM_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def test_sam_from_torch_hub_cache(isolated):
+    state = save_tiny_sam(_cache_path(isolated))
+    assert_same_weights(models.load_sam("vit_b", weights_dir=isolated / "empty"), state)
+
+
+def test_sam_downloads_official_checkpoint_into_cache(isolated, monkeypatch):
+    calls = []
+
+    def fake_download(url, dst, progress=True):
+        calls.append((url, dst))
+        save_tiny_sam(Path(dst))
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", fake_download)
+    model = models.load_sam("vit_b")
+    assert calls == [(f"https://dl.fbaipublicfiles.com/segment_anything/{SAM_FILE}", str(_cache_path(isolated)))]
+    assert_same_weights(model, torch.load(_cache_path(isolated), weights_only=True))
+
+
+def test_sam_offline_and_missing_is_a_clear_error(isolated, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelWeightsError) as info:
+        models.load_sam("vit_b", weights_dir=isolated / "weights")
+    message = str(info.value)
+    assert SAM_FILE in message and "--weights-dir" in message and models.WEIGHTS_ENV in message
+    assert str(isolated / "weights" / SAM_FILE) in message
+
+
+def test_sam_failed_download_is_a_clear_error(isolated, monkeypatch):
+    def failing_download(url, dst, progress=True):
+        raise OSError("network unreachable")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", failing_download)
+    with pytest.raises(ModelWeightsError, match="network unreachable"):
+        models.load_sam("vit_b")
+
+
+def test_sam_corrupt_checkpoint_is_a_clear_error(isolated):
+    path = isolated / "weights" / SAM_FILE
+    path.parent.mkdir()
+    torch.save({"not": torch.zeros(1)}, path)
+    with pytest.raises(ModelWeightsError, match="not a valid SAM"):
+        models.load_sam("vit_b", weights_dir=path.parent)
+
+
+def test_unknown_sam_model(isolated):
+    with pytest.raises(ConfigError, match="vit_h"):
+        models.load_sam("vit_x")
+
+
+def test_dinov2_from_weights_dir(isolated, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    saved = tiny_dinov2(seed=3)
+    saved.save_pretrained(isolated / "weights" / "dinov2-small")
+    model = models.load_dinov2("facebook/dinov2-small", weights_dir=isolated / "weights")
+    assert isinstance(model, Dinov2Model) and not model.training
+    assert_same_weights(model, saved.state_dict())
+
+
+def test_dinov2_offline_and_missing_is_a_clear_error(isolated, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    calls = []
+    real = Dinov2Model.from_pretrained.__func__
+
+    def spy(cls, source, **kwargs):
+        calls.append((source, kwargs))
+        return real(cls, source, **kwargs)
+
+    monkeypatch.setattr(Dinov2Model, "from_pretrained", classmethod(spy))
+    with pytest.raises(ModelWeightsError) as info:
+        models.load_dinov2("loco-ad-test/dinov2-absent", weights_dir=isolated / "weights")
+    message = str(info.value)
+    assert "loco-ad-test/dinov2-absent" in message and "dinov2-absent" in message
+    assert "--weights-dir" in message and models.WEIGHTS_ENV in message and "HF_HUB_OFFLINE" in message
+    assert calls == [("loco-ad-test/dinov2-absent", {"use_safetensors": True, "local_files_only": True})]
+
+
+def test_dinov2_online_may_download(isolated, monkeypatch):
+    calls = []
+
+    def fake(cls, source, **kwargs):
+        calls.append((source, kwargs))
+        return tiny_dinov2()
+
+    monkeypatch.setattr(Dinov2Model, "from_pretrained", classmethod(fake))
+    models.load_dinov2("facebook/dinov2-small")
+    assert calls == [("facebook/dinov2-small", {"use_safetensors": True, "local_files_only": False})]
+
+
+@pytest.mark.parametrize("model_id", sorted(models.DINOV2_CONFIGS))
+def test_dinov2_configs_match_published_sizes(model_id):
+    params = {
+        "facebook/dinov2-small": 22.1e6,
+        "facebook/dinov2-base": 86.6e6,
+        "facebook/dinov2-large": 304.4e6,
+        "facebook/dinov2-giant": 1136.5e6,
+    }[model_id]
+    config = models.Dinov2Config(**models.DINOV2_CONFIGS[model_id])
+    with torch.device("meta"):
+        model = Dinov2Model(config)
+    assert sum(p.numel() for p in model.parameters()) == pytest.approx(params, rel=0.01)
+
+
+def test_build_dinov2_unknown_model():
+    with pytest.raises(ConfigError):
+        models.build_dinov2("facebook/dinov2-huge")
+
+
+def test_resolve_device():
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert models.resolve_device("auto") == expected
+    assert models.resolve_device("cpu") == "cpu"
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="--device cpu"):
+            models.resolve_device("cuda")
