@@ -264,10 +264,11 @@ class Pipeline:
 
     def _analyse(self, prepared: PreparedImage) -> ImageAnalysis:
         """Segment (unless cached) and label an image; before any reference exists it becomes the canonical one."""
-        segment_map = self._segment_map(prepared)
         if self.config.alignment == "segmenter":
-            labels, n_classes = self.segmenter.class_map(prepared.rgb, segment_map), self.segmenter.n_classes
-        elif not self.references:
+            segment_map, labels = self.segmenter.segment_classes(prepared.rgb)
+            return self._analysis(prepared, segment_map, labels, self.segmenter.n_classes)
+        segment_map = self._segment_map(prepared)
+        if not self.references:
             labels = reference_labels(segment_map)
             n_classes = int(labels.max()) + 1
         else:
