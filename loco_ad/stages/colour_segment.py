@@ -136,7 +136,26 @@ class ColourClusterSegmenter:
           H×W int32 partition: 0 = background or no segment, 1..n segments
           (see ``masks.masks_to_partition``).
         """
-        regions = label(self.colour_map(rgb), background=-1, connectivity=1)
+        return self._partition(self.colour_map(rgb))
+
+    def segment_classes(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Segments and per-pixel class ids from one colour assignment.
+
+        Every segment is a connected region of one colour, so its class is that
+        colour's id + 1; pixels outside the segments are class 0 (background).
+
+        Arguments:
+          rgb: H×W×3 uint8 RGB image.
+        Returns:
+          (partition as from ``segment``, H×W int32 class ids in [0, n_classes)).
+        """
+        ids = self.colour_map(rgb)
+        partition = self._partition(ids)
+        return partition, np.where(partition > 0, ids + 1, 0).astype(np.int32)
+
+    def _partition(self, ids: np.ndarray) -> np.ndarray:
+        """Connected regions of one colour id, through ``masks.masks_to_partition``."""
+        regions = label(ids, background=-1, connectivity=1)
         min_pixels = max(1, int(round(self.min_area * regions.size)))
         areas = np.bincount(regions.ravel())
         components = [regions == i for i in np.flatnonzero(areas >= min_pixels)]
@@ -179,19 +198,7 @@ class ColourClusterSegmenter:
 
     @property
     def n_classes(self) -> int:
-        """Number of class ids ``class_map`` can give, background (0) included."""
+        """Number of class ids ``segment_classes`` can give, background (0) included."""
         if self.kmeans_ is None:
             raise NotFittedError("ColourClusterSegmenter is not fitted: call fit(references) first")
         return len(self.colours_) + 1
-
-    def class_map(self, rgb: np.ndarray, partition: np.ndarray) -> np.ndarray:
-        """Per-pixel class ids: each segment's colour id + 1, and 0 outside the segments.
-
-        Arguments:
-          rgb: the H×W×3 uint8 RGB image that ``partition`` was made from.
-          partition: H×W int32 partition from ``segment(rgb)``.
-        Returns:
-          H×W int32 class ids in [0, n_classes).
-        """
-        colours = self.segment_colours(rgb, partition)
-        return np.where(partition > 0, colours[partition] + 1, 0).astype(np.int32)
