@@ -85,3 +85,30 @@ def test_real_image_timing(loco_subset: Path) -> None:
     (features,) = embedder.embed([rgb])
     print(f"handcrafted embed 448x224: {(time.perf_counter() - start) * 1000:.0f} ms")
     assert features.shape[:2] == (32, 16)
+
+
+def test_position_block_similarity_depends_only_on_the_offset() -> None:
+    # a flat image: the four appearance blocks are equal in every patch, so the
+    # cosine of two patches is (4 + w² (cos πΔy + cos πΔx) / 2) / (4 + w²)
+    weight, (h, w) = 2.0, (6, 10)
+    flat = np.full((h * PATCH, w * PATCH, 3), 120, np.uint8)
+    plain = HandcraftedEmbedder(patch_size=PATCH).embed([flat])[0]
+    placed = HandcraftedEmbedder(patch_size=PATCH, position_weight=weight).embed([flat])[0]
+    assert placed.shape == (h, w, plain.shape[-1] + 4)
+    np.testing.assert_allclose(np.linalg.norm(placed, axis=-1), 1.0, atol=1e-5)
+    for (y1, x1), (y2, x2) in [((0, 0), (0, 0)), ((0, 0), (5, 9)), ((2, 3), (4, 8)), ((1, 1), (3, 6))]:
+        dy, dx = (y2 - y1) / h, (x2 - x1) / w
+        expected = (4 + weight**2 * (np.cos(np.pi * dy) + np.cos(np.pi * dx)) / 2) / (4 + weight**2)
+        assert float(placed[y1, x1] @ placed[y2, x2]) == pytest.approx(expected, abs=1e-5)
+    # shifting both patches by the same offset keeps their similarity
+    assert float(placed[0, 0] @ placed[2, 3]) == pytest.approx(float(placed[3, 6] @ placed[5, 9]), abs=1e-5)
+
+
+def test_offline_preset_builds_an_embedder_with_its_position_weight() -> None:
+    from loco_ad.config import get_preset
+    from loco_ad.pipeline import build_embedder
+
+    config = get_preset("offline")
+    embedder = build_embedder(config, None, "cpu")
+    assert isinstance(embedder, HandcraftedEmbedder)
+    assert embedder.position_weight == config.embedder.position_weight > 0

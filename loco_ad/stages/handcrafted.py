@@ -37,6 +37,16 @@ class HandcraftedEmbedder:
         CIELAB standard deviations.
       gradient_scale: divisor of the mean gradient magnitude per bin (L* units
         per pixel); about the level of a patch crossed by a clear edge.
+      position_weight: norm of an optional fifth block, the patch's place in
+        the image: (cos πy, sin πy, cos πx, sin πx) / √2 with y, x in [0, 1]
+        the patch centre over the image height and width. Its dot product with
+        another patch's is (cos πΔy + cos πΔx) / 2, so it depends only on the
+        offset between the two patches (1 at the same place, −1 at opposite
+        corners). With weight w the block adds w² × that term to the four
+        appearance blocks' similarities (the concatenation is normalised by
+        √(4 + w²)): a reference patch far away is less similar than an equal
+        one nearby, as with the positional embeddings inside DINOv2's patch
+        tokens. 0 leaves the block out.
     """
 
     def __init__(
@@ -46,12 +56,14 @@ class HandcraftedEmbedder:
         orientations: int = 8,
         colour_scales: tuple[float, float] = (25.0, 10.0),
         gradient_scale: float = 1.0,
+        position_weight: float = 0.0,
     ) -> None:
         self.patch_size = patch_size
         self.context = context
         self.orientations = orientations
         self.colour_scales = colour_scales
         self.gradient_scale = gradient_scale
+        self.position_weight = position_weight
 
     def embed(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Compute the patch descriptors of each image.
@@ -60,7 +72,8 @@ class HandcraftedEmbedder:
           images: H×W×3 uint8 RGB images, H and W multiples of ``patch_size``.
         Returns:
           one (H/patch_size)×(W/patch_size)×D float32 array per image, each
-          descriptor of unit L2 norm (D = 2·7 + 2·(orientations + 1)).
+          descriptor of unit L2 norm (D = 2·7 + 2·(orientations + 1), plus 4
+          with a position block).
         """
         return [self._embed_one(rgb) for rgb in images]
 
@@ -81,6 +94,8 @@ class HandcraftedEmbedder:
             _lift(fine_hist / self.gradient_scale),
             _lift(self._context(coarse_hist) / self.gradient_scale),
         ]
+        if self.position_weight:
+            blocks.append(self.position_weight * _position_block(height // p, width // p))
         features = np.concatenate(blocks, axis=-1)
         return (features / np.linalg.norm(features, axis=-1, keepdims=True)).astype(np.float32)
 
@@ -114,3 +129,11 @@ def _lift(x: np.ndarray) -> np.ndarray:
     """Inverse stereographic projection of the last axis onto the unit sphere: ``[x, 1] / sqrt(|x|² + 1)``."""
     lifted = np.concatenate([x, np.ones_like(x[..., :1])], axis=-1)
     return lifted / np.linalg.norm(lifted, axis=-1, keepdims=True)
+
+
+def _position_block(h: int, w: int) -> np.ndarray:
+    """h×w×4 unit vectors (cos πy, sin πy, cos πx, sin πx) / √2 of the patch centres, y and x in [0, 1]."""
+    y = (np.arange(h) + 0.5) / h
+    x = (np.arange(w) + 0.5) / w
+    yy, xx = np.meshgrid(np.pi * y, np.pi * x, indexing="ij")
+    return np.stack([np.cos(yy), np.sin(yy), np.cos(xx), np.sin(xx)], axis=-1) / np.sqrt(2.0)
