@@ -86,7 +86,7 @@ def subset_metrics(scores: Sequence[Mapping], subsets: Mapping[str, Sequence[str
             labels = [row["label"] for row in rows]
             types = [row["anomaly_type"] for row in rows]
             ensemble = [sum(row[m] for m in members) for row in rows]
-            metrics = image_metrics(labels, ensemble, types)
+            metrics = image_metrics(labels, ensemble, types, detailed=False)
             result.append({"subset": name, "category": category, "seed": seed, "k_shot": k,
                            **{m: metrics[m] for m in METRICS}})
     return result
@@ -179,8 +179,7 @@ def main(argv: list[str] | None = None) -> int:
 
         pool = parse_scorers(args.scorers) if args.scorers else ALL_SCORERS
         root = data_root(args.data_root)
-        spec = "all" if args.category == ["all"] else args.category
-        datasets = [load_category(root, name) for name in resolve_categories(root, spec)]
+        datasets = [load_category(root, name) for name in resolve_categories(root, args.category)]
         args.scorers = ",".join(pool)
         pipeline = pipeline_from_args(args)
         subsets = ablation_subsets(pool)

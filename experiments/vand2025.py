@@ -55,7 +55,7 @@ from loco_ad.cli import add_pipeline_arguments, pipeline_from_args, run_main
 from loco_ad.data import CATEGORIES, DATA_ENV, CategoryData, Sample, data_root, load_category, resolve_categories
 from loco_ad.errors import DataError
 from loco_ad.io import write_atomic, write_csv, write_json
-from loco_ad.metrics import f1_max
+from loco_ad.metrics import pixel_metrics
 
 VAND_SEEDS: tuple[int, ...] = (42, 0, 1234)
 VAND_SHOTS: tuple[int, ...] = (1, 2, 4, 8)
@@ -151,13 +151,13 @@ def run_protocol(pipeline, datasets: Sequence[CategoryData], image_root: Path, p
 
     submission = submission_module()
     resized = [write_challenge_images(data, image_root, submission.tensor_to_rgb) for data in datasets]
-    masks = {data.name: np.concatenate([challenge_mask(s).ravel() for s in data.test]) for data in datasets} if pixel else {}
+    masks = {data.name: [challenge_mask(s) for s in data.test] for data in datasets} if pixel else {}
     pixel_scores: dict[tuple[str, int, int], float] = {}
 
     def pixel_f1(data: CategoryData, seed: int, k: int, predictions: list[Prediction]) -> None:
         if pixel and predictions[0].map is not None:
-            maps = np.concatenate([submission.map_to_image(p.map, VAND_SIZE).ravel() for p in predictions])
-            pixel_scores[(data.name, seed, k)] = f1_max(masks[data.name], maps)
+            maps = [submission.map_to_image(p.map, VAND_SIZE) for p in predictions]
+            pixel_scores[(data.name, seed, k)] = pixel_metrics(masks[data.name], maps)[1]
 
     result = evaluate(pipeline, resized, VAND_SEEDS, VAND_SHOTS, pixel=False, on_predictions=pixel_f1)
     rows = [

@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 from loco_ad.analysis import Prediction
 from loco_ad.data import CategoryData, DefectConfig, draw_references, read_mask_channels, saturation_scale
 from loco_ad.errors import DataError
-from loco_ad.metrics import aufc, image_metrics, normalized_aufc, pixel_auroc, spro_auc
+from loco_ad.metrics import aufc, image_metrics, normalized_aufc, pixel_metrics, spro_auc
 from loco_ad.pipeline import Pipeline
 
 logger = logging.getLogger(__name__)
@@ -146,9 +146,9 @@ def evaluate(
                     masks = [read_mask_channels(sample, size) for sample in data.test]
                     defects = saturation_defects(data, masks)
                 maps = [cv2.resize(p.map, size[::-1], interpolation=cv2.INTER_AREA) for p in predictions]
-                row["pixel_auroc"] = pixel_auroc([m.max(axis=0, initial=0) for m in masks], maps)
+                union = [m.max(axis=0, initial=0) for m in masks]
+                row["pixel_auroc"], row["pixel_score"] = pixel_metrics(union, maps)
                 row["spro"] = spro_auc(masks, maps, defects, scale=saturation_scale(data.name, size))
-            row["pixel_score"] = row.get("spro", float("nan"))
             result.metrics.append(row)
             for sample, prediction in zip(data.test, predictions):
                 result.scores.append(

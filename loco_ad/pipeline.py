@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence, Union
@@ -317,7 +318,9 @@ class Pipeline:
         """Score several images, their model work batched."""
         self._fitted_ensemble()
         prepared = self.prepare_many(images, progress)
-        return [self.predict_analysis(self._analyse(p)) for p in prepared]
+        # Alignment and scoring spend their time in OpenCV, NumPy, scikit-learn and faiss, which release the GIL.
+        with ThreadPoolExecutor(max_workers=os.cpu_count()) as pool:
+            return list(pool.map(lambda image: self.predict_analysis(self._analyse(image)), prepared))
 
     def leave_one_out_scores(self) -> list[float]:
         """Ensemble score of each reference when the ensemble is fitted on the others (empty for k = 1)."""

@@ -24,7 +24,7 @@ from loco_ad.data import (DATA_ENV, DEFAULT_SEEDS, DEFAULT_SHOTS, CategoryData, 
 from loco_ad.io import write_csv, write_json
 from loco_ad.report import ReportItem, ReportMeta, auto_threshold, write_image_report
 
-TABLE_COLUMNS = ("image_score", "image_auroc", "logical_auroc", "structural_auroc", "pixel_auroc", "spro")
+TABLE_COLUMNS = ("image_score", "image_auroc", "logical_auroc", "structural_auroc", "pixel_score", "pixel_auroc", "spro")
 METRIC_COLUMNS = ["seed", "k_shot", "category", "image_score", "pixel_score", "image_auroc", "image_ap",
                   "logical_auroc", "logical_ap", "logical_f1max", "structural_auroc", "structural_ap",
                   "structural_f1max", "pixel_auroc", "spro"]
@@ -91,13 +91,14 @@ def format_table(metrics: list[dict]) -> str:
     groups: dict[tuple[str, int], list[dict]] = {}
     for row in metrics:
         groups.setdefault((row["category"], row["k_shot"]), []).append(row)
-    header = f"{'category':<22}{'k':>3}" + "".join(f"{c:>18}" for c in TABLE_COLUMNS)
+    header = f"{'category':<22}{'k':>3}" + "".join(f"{c:>{len(c) + 2}}" for c in TABLE_COLUMNS)
     lines = [header, "-" * len(header)]
     for (category, k), rows in sorted(groups.items()):
         cells = []
         for column in TABLE_COLUMNS:
             values = [r[column] for r in rows if column in r and not math.isnan(r[column])]
-            cells.append(f"{np.mean(values):>18.3f}" if values else f"{'-':>18}")
+            width = len(column) + 2
+            cells.append(f"{np.mean(values):>{width}.3f}" if values else f"{'-':>{width}}")
         lines.append(f"{category:<22}{k:>3}" + "".join(cells))
     return "\n".join(lines)
 

@@ -23,8 +23,8 @@ def segmenter() -> ColourClusterSegmenter:
 
 def class_colours(segmenter: ColourClusterSegmenter, scene) -> dict[int, int]:
     """Map each true class to the colour of the segment that covers it, checking the segment matches it."""
-    partition = segmenter.segment(scene.rgb)
-    colours = segmenter.segment_colours(scene.rgb, partition)
+    partition, classes = segmenter.segment_classes(scene.rgb)
+    np.testing.assert_array_equal(partition, segmenter.segment(scene.rgb))
     found = {}
     for segment_id in range(1, partition.max() + 1):
         mask = partition == segment_id
@@ -33,7 +33,9 @@ def class_colours(segmenter: ColourClusterSegmenter, scene) -> dict[int, int]:
         iou = (mask & truth).sum() / (mask | truth).sum()
         assert iou > 0.9, f"segment {segment_id} matches class {true_class} with IoU {iou:.2f}"
         assert true_class not in found, f"class {true_class} is split into several segments"
-        found[true_class] = int(colours[segment_id])
+        segment_classes = np.unique(classes[mask])
+        assert len(segment_classes) == 1 and segment_classes[0] > 0, "a segment must have one object class"
+        found[true_class] = int(segment_classes[0]) - 1
     return found
 
 
@@ -79,7 +81,7 @@ def test_uniform_image_has_no_segment(segmenter: ColourClusterSegmenter) -> None
     partition = segmenter.segment(uniform)
     assert partition.shape == (64, 96) and partition.dtype == np.int32
     assert partition.max() == 0
-    np.testing.assert_array_equal(segmenter.segment_colours(uniform, partition), [-1])
+    assert segmenter.segment_classes(uniform)[1].max() == 0
 
 
 def test_segment_before_fit_and_fit_without_references_raise() -> None:

@@ -9,7 +9,7 @@ import pytest
 from sklearn.metrics import auc, average_precision_score, f1_score, roc_auc_score
 
 from loco_ad.data import DefectConfig, load_category, read_mask, read_mask_channels, saturation_scale
-from loco_ad.metrics import aufc, f1_max, image_metrics, normalized_aufc, pixel_auroc, spro_auc, spro_curve
+from loco_ad.metrics import aufc, f1_max, image_metrics, normalized_aufc, pixel_metrics, spro_auc, spro_curve
 
 # ---------------------------------------------------------------- image level
 
@@ -44,6 +44,8 @@ def test_image_metrics_split_by_type() -> None:
         assert result[f"{kind}_ap"] == pytest.approx(average_precision_score(labels[keep], scores[keep]))
         assert result[f"{kind}_f1max"] == pytest.approx(f1_max(labels[keep], scores[keep]))
     assert result["structural_auroc"] > result["logical_auroc"]
+    short = image_metrics(labels, scores, types, detailed=False)
+    assert short == {k: result[k] for k in ("image_score", "image_auroc", "logical_auroc", "structural_auroc")}
 
 
 def test_undefined_values_are_nan_and_keys_stable() -> None:
@@ -60,16 +62,34 @@ def test_undefined_values_are_nan_and_keys_stable() -> None:
 # ---------------------------------------------------------------- pixel AUROC
 
 
-def test_pixel_auroc_against_sklearn() -> None:
+def test_pixel_metrics_against_sklearn() -> None:
     rng = np.random.default_rng(2)
     masks = [np.zeros((8, 8), np.uint8), np.zeros((8, 8), np.uint8)]
     masks[1][2:5, 2:5] = 255
-    maps = [rng.random((8, 8)), rng.random((8, 8)) + (masks[1] > 0)]
-    expected = roc_auc_score(np.concatenate([m.ravel() > 0 for m in masks]), np.concatenate([a.ravel() for a in maps]))
-    assert pixel_auroc(masks, maps) == pytest.approx(expected)
-    assert math.isnan(pixel_auroc([np.zeros((4, 4))], [rng.random((4, 4))]))
+    # rounded scores: many ties, which both metrics must treat as one threshold
+    maps = [np.round(rng.random((8, 8)), 1), np.round(rng.random((8, 8)) + 0.5 * (masks[1] > 0), 1)]
+    labels = np.concatenate([m.ravel() > 0 for m in masks])
+    scores = np.concatenate([a.ravel() for a in maps])
+    auroc, f1 = pixel_metrics(masks, maps)
+    assert auroc == pytest.approx(roc_auc_score(labels, scores))
+    assert f1 == pytest.approx(f1_max(labels, scores))
+    assert all(math.isnan(v) for v in pixel_metrics([np.zeros((4, 4))], [rng.random((4, 4))]))
     with pytest.raises(ValueError, match="shape"):
-        pixel_auroc([np.zeros((4, 4))], [np.zeros((4, 5))])
+        pixel_metrics([np.zeros((4, 4))], [np.zeros((4, 5))])
+
+
+def test_pixel_f1_max_hand_case() -> None:
+    # 4 defect pixels in image 2; the map finds 3 of them above every other pixel, and one good pixel ties them
+    masks = [np.zeros((4, 4), np.uint8), np.zeros((4, 4), np.uint8)]
+    masks[1][0, :4] = 255
+    maps = [np.zeros((4, 4)), np.zeros((4, 4))]
+    maps[1][0, :3] = 1.0
+    maps[0][3, 3] = 1.0
+    # threshold 1: TP 3, FP 1, FN 1 -> P 3/4, R 3/4, F1 3/4; threshold 0: P 4/32 -> F1 2/9
+    # AUROC: positives 3 at the top (tie with 1 of 28 negatives), 1 at the bottom tied with 27 negatives
+    auroc, f1 = pixel_metrics(masks, maps)
+    assert f1 == pytest.approx(0.75)
+    assert auroc == pytest.approx(0.75 * (27 / 28 + 0.5 / 28) + 0.25 * 0.5 * 27 / 28)
 
 
 # ---------------------------------------------------------------- sPRO
@@ -193,7 +213,7 @@ def test_spro_on_tiny_tree(tiny_loco_root) -> None:
     noisy = [p + np.random.default_rng(i).random(size) * 300 for i, p in enumerate(perfect)]
     value = spro_auc(masks, noisy, data.defects, scale=scale)
     assert 0.0 < value < 1.0
-    assert pixel_auroc(union, noisy) > 0.5
+    assert pixel_metrics(union, noisy)[0] > 0.5
 
 
 def test_spro_on_real_masks_runs_fast(loco_subset) -> None:

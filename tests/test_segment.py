@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from loco_ad.stages.masks import masks_to_partition, touches_two_borders
+from loco_ad.stages.masks import masks_to_partition, regions_to_partition, touches_two_borders
 from loco_ad.stages.segment import SamSegmenter
 from tests.scenes import make_scene
 from tests.tiny_models import tiny_sam
@@ -68,3 +68,13 @@ def test_rejects_non_rgb(scene):
         segmenter.segment(scene.rgb.astype(np.float32))
     with pytest.raises(ValueError, match="H×W×3"):
         segmenter.segment(scene.rgb[..., 0])
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_regions_to_partition_equals_masks_to_partition(seed):
+    # a random label image: blocks of random ids, some reaching two borders, some tiny, id 0 = no region
+    rng = np.random.default_rng(seed)
+    regions = np.kron(rng.integers(0, 12, (6, 8)), np.ones((8, 8), int))
+    regions[rng.random(regions.shape) < 0.01] = 12  # scattered single pixels of one more region
+    masks = [regions == i for i in range(1, regions.max() + 1) if (regions == i).any()]
+    np.testing.assert_array_equal(regions_to_partition(regions, 0.01), masks_to_partition(masks, 0.01))

@@ -12,7 +12,7 @@ from sklearn.cluster import KMeans
 from sklearn.exceptions import NotFittedError
 
 from loco_ad.errors import DataError
-from loco_ad.stages.masks import masks_to_partition
+from loco_ad.stages.masks import regions_to_partition
 
 
 class ColourClusterSegmenter:
@@ -22,10 +22,10 @@ class ColourClusterSegmenter:
     pixel sample of the references, merging near-identical centres.
     ``segment`` gives every pixel the colour of its nearest centre, cleans the
     colour map, cuts it into connected regions of one colour and passes them
-    to ``masks.masks_to_partition`` (the same background, small-segment and
+    to ``masks.regions_to_partition`` (the same background, small-segment and
     ordering rules as the SAM path). Colours are numbered by lightness and
     come from the references only, so the same part gets the same colour id
-    in every image (``colour_map``, ``segment_colours``).
+    in every image (``colour_map``, ``segment_classes``).
 
     Cleaning: a median blur of the RGB image before clustering and assignment
     (removes sensor noise, keeps edges sharp), then a majority (mode) filter of
@@ -122,8 +122,9 @@ class ColourClusterSegmenter:
         nearest = self.kmeans_.predict(lab.reshape(-1, 3)).reshape(lab.shape[:2])
         ids = self.centre_colours_[nearest]
         if self.majority_size > 1:
-            onehot = (ids[..., None] == np.arange(len(self.colours_))).astype(np.float32)
-            votes = cv2.blur(onehot, (self.majority_size, self.majority_size)).reshape(onehot.shape)
+            onehot = (ids[..., None] == np.arange(len(self.colours_))).astype(np.uint8)
+            window = (self.majority_size, self.majority_size)
+            votes = cv2.boxFilter(onehot, cv2.CV_16U, window, normalize=False).reshape(onehot.shape)
             ids = votes.argmax(-1)
         return ids.astype(np.int32)
 
@@ -134,7 +135,7 @@ class ColourClusterSegmenter:
           rgb: H×W×3 uint8 RGB image.
         Returns:
           H×W int32 partition: 0 = background or no segment, 1..n segments
-          (see ``masks.masks_to_partition``).
+          (see ``masks.regions_to_partition``).
         """
         return self._partition(self.colour_map(rgb))
 
@@ -154,32 +155,8 @@ class ColourClusterSegmenter:
         return partition, np.where(partition > 0, ids + 1, 0).astype(np.int32)
 
     def _partition(self, ids: np.ndarray) -> np.ndarray:
-        """Connected regions of one colour id, through ``masks.masks_to_partition``."""
-        regions = label(ids, background=-1, connectivity=1)
-        min_pixels = max(1, int(round(self.min_area * regions.size)))
-        areas = np.bincount(regions.ravel())
-        components = [regions == i for i in np.flatnonzero(areas >= min_pixels)]
-        if not components:
-            return np.zeros(regions.shape, np.int32)
-        return masks_to_partition(components, self.min_area)
-
-    def segment_colours(self, rgb: np.ndarray, partition: np.ndarray) -> np.ndarray:
-        """The colour id of each segment of a partition of ``rgb``.
-
-        Arguments:
-          rgb: the H×W×3 uint8 RGB image that ``partition`` was made from.
-          partition: H×W int32 partition, e.g. from ``segment(rgb)``.
-        Returns:
-          int32 array of length ``partition.max() + 1``: entry i is the majority
-          colour id of segment i and entry 0 (background) is -1, so
-          ``segment_colours(rgb, p)[p]`` is a per-pixel colour class map.
-        """
-        ids = self.colour_map(rgb)
-        n_segments, n_colours = int(partition.max()) + 1, len(self.colours_)
-        votes = np.bincount(partition.ravel() * n_colours + ids.ravel(), minlength=n_segments * n_colours)
-        result = votes.reshape(n_segments, n_colours).argmax(1).astype(np.int32)
-        result[0] = -1
-        return result
+        """Connected regions of one colour id, through ``masks.regions_to_partition``."""
+        return regions_to_partition(label(ids, background=-1, connectivity=1), self.min_area)
 
     @property
     def _weights(self) -> np.ndarray:

@@ -40,6 +40,24 @@ def masks_to_partition(masks: Sequence[np.ndarray], min_area: float) -> np.ndarr
     return renumber_partition(painted, min_pixels)
 
 
+def regions_to_partition(regions: np.ndarray, min_area: float) -> np.ndarray:
+    """``masks_to_partition`` for disjoint regions given as one label image, without a mask per region.
+
+    Arguments:
+      regions: H×W non-negative int label image; each id > 0 is one region (0 is no region).
+      min_area: smallest kept segment as a fraction of H×W.
+    Returns:
+      the H×W int32 partition ``masks_to_partition([regions == i for i in ids], min_area)`` gives.
+    """
+    n_ids = int(regions.max()) + 1
+    borders = (regions[0], regions[-1], regions[:, 0], regions[:, -1])
+    border_count = np.bincount(np.concatenate([np.unique(border) for border in borders]), minlength=n_ids)
+    background = border_count >= 2
+    background[0] = True
+    min_pixels = max(1, int(round(min_area * regions.size)))
+    return renumber_partition(np.where(background[regions], 0, regions), min_pixels)
+
+
 def renumber_partition(partition: np.ndarray, min_pixels: int = 1) -> np.ndarray:
     """Renumber a partition 1..n by area (largest first, ties by first pixel), dropping segments under ``min_pixels``."""
     ids, first, counts = np.unique(partition.ravel(), return_index=True, return_counts=True)
