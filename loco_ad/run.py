@@ -37,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--shots", nargs="+", type=int, default=list(DEFAULT_SHOTS), help="k values (default 1 2 4 8)")
     parser.add_argument("--seeds", nargs="+", type=int, default=list(DEFAULT_SEEDS), help="draw seeds (default 42 0 1234)")
     parser.add_argument("--out", type=Path, default=Path("runs/latest"), help="output folder (default runs/latest)")
-    parser.add_argument("--no-pixel", action="store_true", help="skip pixel AUROC and sPRO")
+    parser.add_argument("--no-pixel", action="store_true", help="skip the pixel metrics (pixel F1-max, pixel AUROC, sPRO)")
     parser.add_argument("--report", action="store_true", help="write heat maps and OUT/report/report.html for the first seed and largest k")
     add_pipeline_arguments(parser)
     return parser
