@@ -35,7 +35,6 @@ this script and the submission's ``Model`` give the pipeline the same arrays.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import importlib.util
 import io
 import sys
@@ -246,8 +245,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         root = data_root(args.data_root)
         datasets = [load_category(root, name) for name in protocol_categories(root, args.category)]
-        pipeline = pipeline_from_args(args)
-        pipeline.config = dataclasses.replace(pipeline.config, input_size=VAND_SIZE)
+        pipeline = pipeline_from_args(args, input_size=VAND_SIZE)
         rows, result = run_protocol(pipeline, datasets, args.out / "images_256", pixel=not args.no_pixel)
         summary = result.summary()
         write_csv(args.out / "metrics.csv", rows, METRICS_COLUMNS)

@@ -30,11 +30,14 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser, default_preset: str 
     group.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
-def pipeline_from_args(args: argparse.Namespace):
-    """The ``Pipeline`` the parsed arguments describe (raises ``LocoAdError`` for bad values)."""
+def pipeline_from_args(args: argparse.Namespace, input_size: tuple[int, int] | None = None):
+    """The ``Pipeline`` the parsed arguments describe (raises ``LocoAdError`` for bad values).
+
+    ``input_size`` (height, width), when given, is the size every image is resized to before the model.
+    """
     from loco_ad.pipeline import Pipeline  # torch and the stages load only when a command needs them
 
-    config = get_preset(args.preset)
+    config = dataclasses.replace(get_preset(args.preset), input_size=input_size)
     if args.scorers:
         config = config.with_scorers(parse_scorers(args.scorers))
     if args.alignment:

@@ -123,8 +123,15 @@ def test_real_subset_few_images(tmp_path, loco_subset):
     metrics = _rows(out / "metrics.csv")
     assert len(metrics) == 2
     assert all(0.0 <= float(r["pixel_auroc"]) <= 1.0 and 0.0 <= float(r["spro"]) <= 1.0 for r in metrics)
+    assert all(0.0 <= float(r["pixel_score"]) <= 1.0 for r in metrics)
     scores = _rows(out / "scores.csv")
     assert len(scores) == 2 * 4 and all(float(r["score"]) >= 0 for r in scores)
+    # a second run without the cache redoes all model work and must give the same files
+    again = tmp_path / "again"
+    assert run.main(["--data-root", str(root), "--shots", "1", "2", "--seeds", "42", "--preset", "offline",
+                     "--out", str(again), "--no-cache", "--quiet"]) == 0
+    for name in ("scores.csv", "metrics.csv"):
+        assert (again / name).read_text() == (out / name).read_text()
 
 
 def test_report_with_ground_truth_outlines(tmp_path, tiny_loco_root):
