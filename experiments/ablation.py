@@ -27,9 +27,9 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from loco_ad.cli import add_pipeline_arguments, pipeline_from_args, run_main
+from loco_ad.cli import add_evaluation_arguments, add_pipeline_arguments, pipeline_from_args, run_main
 from loco_ad.config import ALL_SCORERS, DEFAULT_SCORERS, parse_scorers
-from loco_ad.data import DATA_ENV, DEFAULT_SEEDS, DEFAULT_SHOTS, data_root, load_category, resolve_categories
+from loco_ad.data import data_root, load_category, resolve_categories
 from loco_ad.io import write_atomic, write_csv
 from loco_ad.metrics import image_metrics
 
@@ -162,11 +162,7 @@ def plot(rows: Sequence[Mapping], subsets: Mapping[str, Sequence[str]], path: Pa
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python experiments/ablation.py", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data-root", help=f"MVTec LOCO AD root folder (default: ${DATA_ENV})")
-    parser.add_argument("--category", nargs="+", default=["all"], help="categories, or 'all' (default all present)")
-    parser.add_argument("--shots", nargs="+", type=int, default=list(DEFAULT_SHOTS), help="k values (default 1 2 4 8)")
-    parser.add_argument("--seeds", nargs="+", type=int, default=list(DEFAULT_SEEDS), help="draw seeds (default 42 0 1234)")
-    parser.add_argument("--out", type=Path, default=Path("runs/ablation"), help="output folder (default runs/ablation)")
+    add_evaluation_arguments(parser, default_out="runs/ablation")
     add_pipeline_arguments(parser)  # here --scorers is the pool to ablate (default: all seven)
     return parser
 

@@ -50,7 +50,7 @@ from torchvision.transforms.v2 import Resize
 from torchvision.transforms.v2.functional import to_dtype, to_image
 
 from loco_ad.analysis import Prediction
-from loco_ad.cli import add_pipeline_arguments, pipeline_from_args, run_main
+from loco_ad.cli import add_pipeline_arguments, pipeline_from_args, print_summary, run_main
 from loco_ad.data import CATEGORIES, DATA_ENV, CategoryData, Sample, data_root, load_category, resolve_categories
 from loco_ad.errors import DataError
 from loco_ad.io import write_atomic, write_csv, write_json
@@ -254,10 +254,7 @@ def main(argv: list[str] | None = None) -> int:
         for row in rows:
             print(f"{row['category']:<22} seed {row['seed']:>5}  k {row['k_shot']}  "
                   f"image F1-max {row['image_score']:.4f}  pixel F1-max {row['pixel_score']:.4f}")
-        print(f"\nAUFC {summary['aufc']:.4f}  normalised AUFC {summary['normalized_aufc']:.4f}  "
-              f"mean F1-max {summary['avg_image_score']:.4f}")
-        if pipeline.cache is not None:
-            print(f"cache: {pipeline.cache.hits} hits, {pipeline.cache.misses} misses ({pipeline.cache.root})")
+        print_summary(summary, pipeline)
         print(f"results written to {args.out}/")
         return 0
 

@@ -11,6 +11,7 @@ from typing import Callable
 
 from loco_ad.cache import AnalysisCache, default_cache_dir
 from loco_ad.config import ALIGNMENTS, PRESETS, get_preset, parse_scorers
+from loco_ad.data import DATA_ENV, DEFAULT_SEEDS, DEFAULT_SHOTS
 from loco_ad.errors import LocoAdError
 
 
@@ -28,6 +29,23 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser, default_preset: str 
     group.add_argument("--no-cache", action="store_true", help="keep model outputs in memory only")
     group.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
     group.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def add_evaluation_arguments(parser: argparse.ArgumentParser, default_out: str) -> None:
+    """Add --data-root, --category, --shots, --seeds and --out, as ``loco_ad.run`` and the ablation take them."""
+    parser.add_argument("--data-root", help=f"MVTec LOCO AD root folder (default: ${DATA_ENV})")
+    parser.add_argument("--category", nargs="+", default=["all"], help="categories, or 'all' (default all present)")
+    parser.add_argument("--shots", nargs="+", type=int, default=list(DEFAULT_SHOTS), help="k values (default 1 2 4 8)")
+    parser.add_argument("--seeds", nargs="+", type=int, default=list(DEFAULT_SEEDS), help="draw seeds (default 42 0 1234)")
+    parser.add_argument("--out", type=Path, default=Path(default_out), help=f"output folder (default {default_out})")
+
+
+def print_summary(summary: dict[str, float], pipeline) -> None:
+    """Print AUFC, normalised AUFC and mean F1-max of an evaluation, then the pipeline's cache hit count."""
+    print(f"\nAUFC {summary['aufc']:.4f}  normalised AUFC {summary['normalized_aufc']:.4f}  "
+          f"mean F1-max {summary['avg_image_score']:.4f}")
+    if pipeline.cache is not None:
+        print(f"cache: {pipeline.cache.hits} hits, {pipeline.cache.misses} misses ({pipeline.cache.root})")
 
 
 def pipeline_from_args(args: argparse.Namespace, input_size: tuple[int, int] | None = None):

@@ -18,9 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from loco_ad.analysis import Prediction
-from loco_ad.cli import add_pipeline_arguments, pipeline_from_args, run_main
-from loco_ad.data import (DATA_ENV, DEFAULT_SEEDS, DEFAULT_SHOTS, CategoryData, data_root, load_category, read_mask,
-                          resolve_categories)
+from loco_ad.cli import add_evaluation_arguments, add_pipeline_arguments, pipeline_from_args, print_summary, run_main
+from loco_ad.data import CategoryData, data_root, load_category, read_mask, resolve_categories
 from loco_ad.io import write_csv, write_json
 from loco_ad.report import ReportItem, ReportMeta, auto_threshold, write_image_report
 
@@ -32,11 +31,7 @@ METRIC_COLUMNS = ["seed", "k_shot", "category", "image_score", "pixel_score", "i
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m loco_ad.run", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data-root", help=f"MVTec LOCO AD root folder (default: ${DATA_ENV})")
-    parser.add_argument("--category", nargs="+", default=["all"], help="categories, or 'all' (default all present)")
-    parser.add_argument("--shots", nargs="+", type=int, default=list(DEFAULT_SHOTS), help="k values (default 1 2 4 8)")
-    parser.add_argument("--seeds", nargs="+", type=int, default=list(DEFAULT_SEEDS), help="draw seeds (default 42 0 1234)")
-    parser.add_argument("--out", type=Path, default=Path("runs/latest"), help="output folder (default runs/latest)")
+    add_evaluation_arguments(parser, default_out="runs/latest")
     parser.add_argument("--no-pixel", action="store_true", help="skip the pixel metrics (pixel F1-max, pixel AUROC, sPRO)")
     parser.add_argument("--report", action="store_true", help="write heat maps and OUT/report/report.html for the first seed and largest k")
     add_pipeline_arguments(parser)
@@ -135,10 +130,7 @@ def main(argv: list[str] | None = None) -> int:
             },
         )
         print(format_table(result.metrics))
-        print(f"\nAUFC {summary['aufc']:.4f}  normalised AUFC {summary['normalized_aufc']:.4f}  "
-              f"mean F1-max {summary['avg_image_score']:.4f}")
-        if pipeline.cache is not None:
-            print(f"cache: {pipeline.cache.hits} hits, {pipeline.cache.misses} misses ({pipeline.cache.root})")
+        print_summary(summary, pipeline)
         if report is not None:
             for path in report.write(args.out / "report"):
                 print(f"report: {path}")

@@ -11,7 +11,6 @@ import pytest
 
 from loco_ad import run
 from loco_ad.config import ALL_SCORERS
-from tests.loco_tree import make_loco_tree
 
 
 def _run(tmp_path: Path, *args: str) -> int:
