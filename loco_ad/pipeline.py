@@ -26,6 +26,7 @@ from loco_ad.cache import AnalysisCache, default_cache_dir
 from loco_ad.config import PipelineConfig, get_preset
 from loco_ad.data import read_image
 from loco_ad.errors import DataError
+from loco_ad.features.patches import BANKS_ON_GPU
 from loco_ad.stages import Embedder, Segmenter
 from loco_ad.stages.align import align, patch_grid_labels, reference_labels
 from loco_ad.weights import Ensemble
@@ -318,8 +319,9 @@ class Pipeline:
         """Score several images, their model work batched."""
         self._fitted_ensemble()
         prepared = self.prepare_many(images, progress)
-        # Alignment and scoring spend their time in OpenCV, NumPy, scikit-learn and faiss, which release the GIL.
-        with ThreadPoolExecutor(max_workers=os.cpu_count()) as pool:
+        # Alignment and scoring spend their time in OpenCV, NumPy, scikit-learn and faiss, which release the GIL;
+        # one thread when the patch banks are faiss GPU indexes, which are not thread-safe.
+        with ThreadPoolExecutor(max_workers=1 if BANKS_ON_GPU else os.cpu_count()) as pool:
             return list(pool.map(lambda image: self.predict_analysis(self._analyse(image)), prepared))
 
     def leave_one_out_scores(self) -> list[float]:

@@ -21,6 +21,10 @@ import numpy as np
 from loco_ad.analysis import ImageAnalysis, Score
 from loco_ad.errors import DataError
 
+# Banks live on the GPU when faiss sees one. A faiss GPU index must not be
+# searched from several threads at once, a CPU index may.
+BANKS_ON_GPU = faiss.get_num_gpus() > 0
+
 
 class _PatchBank:
     """A cosine kNN memory bank of L2-normalised patch features.
@@ -33,7 +37,7 @@ class _PatchBank:
     def __init__(self, features: np.ndarray, n_neighbours: int) -> None:
         features = np.ascontiguousarray(features, dtype=np.float32)
         index = faiss.IndexFlatIP(features.shape[1])
-        if faiss.get_num_gpus() > 0:
+        if BANKS_ON_GPU:
             index = faiss.index_cpu_to_all_gpus(index)
         index.add(features)
         self.index = index
