@@ -128,7 +128,8 @@ def evaluate(
         pipeline.prepare_many(drawn + test_paths)
         labels = np.array([sample.label for sample in data.test])
         types = [sample.anomaly_type for sample in data.test]
-        masks: list[np.ndarray] | None = None
+        masks: list[np.ndarray] | None = None  # per test image its defect channels, read at the first map
+        union: list[np.ndarray] | None = None  # per test image all its defects in one mask
         defects: Sequence[DefectConfig] | None = data.defects
         result.references[data.name] = {str(seed): {} for seed in seeds}
         runs = tqdm(draws.items(), desc=f"{data.name}: seeds × k", unit="fit", disable=not pipeline.progress)
@@ -144,9 +145,9 @@ def evaluate(
                 size = pixel_eval_size(predictions[0].map.shape)
                 if masks is None:
                     masks = [read_mask_channels(sample, size) for sample in data.test]
+                    union = [m.max(axis=0, initial=0) for m in masks]
                     defects = saturation_defects(data, masks)
                 maps = [cv2.resize(p.map, size[::-1], interpolation=cv2.INTER_AREA) for p in predictions]
-                union = [m.max(axis=0, initial=0) for m in masks]
                 row["pixel_auroc"], row["pixel_score"] = pixel_metrics(union, maps)
                 row["spro"] = spro_auc(masks, maps, defects, scale=saturation_scale(data.name, size))
             result.metrics.append(row)

@@ -7,10 +7,23 @@ from typing import Sequence
 import numpy as np
 
 
+def background_ids(regions: np.ndarray) -> np.ndarray:
+    """The background rule for every id of a label image at once: which ids reach two or more of the four borders.
+
+    Arguments:
+      regions: H×W non-negative int label image.
+    Returns:
+      bool array of length ``regions.max() + 1``; entry i is True if id i reaches at least two image borders.
+    """
+    borders = (regions[0], regions[-1], regions[:, 0], regions[:, -1])
+    touched = np.concatenate([np.unique(border) for border in borders])
+    return np.bincount(touched, minlength=int(regions.max()) + 1) >= 2
+
+
 def touches_two_borders(mask: np.ndarray) -> bool:
     """True if ``mask`` reaches at least two of the four image borders (the background rule)."""
-    borders = (mask[0].any(), mask[-1].any(), mask[:, 0].any(), mask[:, -1].any())
-    return sum(borders) >= 2
+    background = background_ids(np.asarray(mask, dtype=np.int64))
+    return len(background) > 1 and bool(background[1])
 
 
 def masks_to_partition(masks: Sequence[np.ndarray], min_area: float) -> np.ndarray:
@@ -49,10 +62,7 @@ def regions_to_partition(regions: np.ndarray, min_area: float) -> np.ndarray:
     Returns:
       the H×W int32 partition ``masks_to_partition([regions == i for i in ids], min_area)`` gives.
     """
-    n_ids = int(regions.max()) + 1
-    borders = (regions[0], regions[-1], regions[:, 0], regions[:, -1])
-    border_count = np.bincount(np.concatenate([np.unique(border) for border in borders]), minlength=n_ids)
-    background = border_count >= 2
+    background = background_ids(regions)
     background[0] = True
     min_pixels = max(1, int(round(min_area * regions.size)))
     return renumber_partition(np.where(background[regions], 0, regions), min_pixels)
