@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from scipy import ndimage
@@ -150,3 +152,21 @@ def test_test_image_without_foreground_is_scored_on_all_patches(references) -> N
     empty = _relabelled([20], np.zeros_like)[0]
     scorer = make_scorer("foreground").fit(references)
     assert scorer.score(empty).value > scorer.score(image).value
+
+
+def test_foreground_bank_holds_outline_patches(references) -> None:
+    # The same image as test and reference, but with one outline patch that is
+    # background by majority in the reference and foreground in the test: the
+    # bank must hold it (it touches the foreground), so the image scores 0.
+    reference = references[0]
+    h, w = reference.patch_labels.shape
+    p = reference.labels.shape[0] // h
+    share = reference.foreground.reshape(h, p, w, p).mean(axis=(1, 3))
+    outline = np.argwhere((share > 0) & (reference.patch_labels == 0))
+    assert len(outline), "the scene should have outline patches that are background by majority"
+    y, x = outline[0]
+    patch_labels = reference.patch_labels.copy()
+    patch_labels[y, x] = 1
+    test = dataclasses.replace(reference, patch_labels=patch_labels)
+    score = make_scorer("foreground").fit([reference]).score(test)
+    assert score.value == pytest.approx(0.0, abs=1e-5)

