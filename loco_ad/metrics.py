@@ -11,7 +11,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 from scipy.integrate import trapezoid
-from sklearn.metrics import auc, average_precision_score, precision_recall_curve, roc_auc_score
+from sklearn.metrics import auc, average_precision_score
 
 from loco_ad.data import DefectConfig
 
@@ -29,19 +29,32 @@ def f1_max(labels: Sequence[int] | np.ndarray, scores: Sequence[float] | np.ndar
       labels: 0 (good) or 1 (anomalous) per image.
       scores: anomaly score per image, higher = more anomalous.
     Returns:
-      max F1 along scikit-learn's precision-recall curve; NaN unless both classes occur.
+      max F1 over all thresholds (equal to the maximum along scikit-learn's
+      precision-recall curve); NaN unless both classes occur.
     """
-    labels = np.asarray(labels).astype(int)
+    return _auroc_and_f1_max(np.asarray(labels) > 0, np.asarray(scores, dtype=np.float64))[1]
+
+
+def _auroc_and_f1_max(labels: np.ndarray, scores: np.ndarray) -> tuple[float, float]:
+    """AUROC and F1-max of 1-d bool ``labels`` against ``scores``, from one sort of the scores.
+
+    Every distinct score is a threshold and a sample is flagged when its score
+    is at or above it, as in scikit-learn's ``roc_curve`` and
+    ``precision_recall_curve``, whose results these equal (without their input
+    checks, which dominate the time of the many small image-level calls of an
+    ablation). Both are NaN unless positive and negative samples occur.
+    """
     if not _two_classes(labels):
-        return math.nan
-    precision, recall, _ = precision_recall_curve(labels, np.asarray(scores, dtype=np.float64))
-    denominator = precision + recall
-    f1 = np.divide(2 * precision * recall, denominator, out=np.zeros_like(denominator), where=denominator > 0)
-    return float(f1.max())
-
-
-def _auroc(labels: np.ndarray, scores: np.ndarray) -> float:
-    return float(roc_auc_score(labels, scores)) if _two_classes(labels) else math.nan
+        return math.nan, math.nan
+    order = np.argsort(scores)[::-1]
+    scores, labels = scores[order], labels[order]
+    last_of_each_score = np.append(np.flatnonzero(np.diff(scores)), scores.size - 1)
+    true_positives = np.cumsum(labels)[last_of_each_score]
+    false_positives = last_of_each_score + 1 - true_positives
+    positives, negatives = true_positives[-1], false_positives[-1]
+    auroc = trapezoid(np.append(0, true_positives / positives), np.append(0, false_positives / negatives))
+    f1 = 2 * true_positives / (true_positives + false_positives + positives)
+    return float(auroc), float(f1.max())
 
 
 def _ap(labels: np.ndarray, scores: np.ndarray) -> float:
@@ -75,15 +88,16 @@ def image_metrics(
     types = np.asarray(anomaly_types)
     if not len(labels) == len(scores) == len(types):
         raise ValueError(f"got {len(labels)} labels, {len(scores)} scores and {len(types)} anomaly types")
-    result = {"image_score": f1_max(labels, scores), "image_auroc": _auroc(labels, scores)}
+    result = dict(zip(("image_auroc", "image_score"), _auroc_and_f1_max(labels > 0, scores)))
     if detailed:
         result["image_ap"] = _ap(labels, scores)
     for kind in IMAGE_TYPES:
         keep = (types == "good") | (types == kind)
-        result[f"{kind}_auroc"] = _auroc(labels[keep], scores[keep])
+        auroc, f1 = _auroc_and_f1_max(labels[keep] > 0, scores[keep])
+        result[f"{kind}_auroc"] = auroc
         if detailed:
             result[f"{kind}_ap"] = _ap(labels[keep], scores[keep])
-            result[f"{kind}_f1max"] = f1_max(labels[keep], scores[keep])
+            result[f"{kind}_f1max"] = f1
     return result
 
 
@@ -92,9 +106,7 @@ def pixel_metrics(masks: Sequence[np.ndarray], maps: Sequence[np.ndarray]) -> tu
 
     F1-max over pixels is the VAND 2025 ``pixel_score`` (anomalib ``F1Max`` on
     the maps). Both come from one sort of the pixel scores (millions of pixels
-    per category): every distinct score is a threshold, a pixel is flagged when
-    its score is at or above it, as in scikit-learn's ``roc_curve`` and
-    ``precision_recall_curve``, whose results they equal.
+    per category), as ``f1_max`` does for images.
 
     Arguments:
       masks: per image an H×W mask (grey values or bool); good images are all zero.
@@ -105,18 +117,7 @@ def pixel_metrics(masks: Sequence[np.ndarray], maps: Sequence[np.ndarray]) -> tu
     _check_sizes(masks, maps)
     labels = np.concatenate([np.asarray(m).ravel() > 0 for m in masks])
     scores = np.concatenate([np.asarray(a).ravel() for a in maps])
-    if not _two_classes(labels):
-        return math.nan, math.nan
-    order = np.argsort(scores)[::-1]
-    scores, labels = scores[order], labels[order]
-    last_of_each_score = np.append(np.flatnonzero(np.diff(scores)), scores.size - 1)
-    true_positives = np.cumsum(labels)[last_of_each_score]
-    false_positives = last_of_each_score + 1 - true_positives
-    positives, negatives = true_positives[-1], false_positives[-1]
-    # the curve is monotonic by construction: the trapezoidal rule without scikit-learn's monotonicity scan
-    auroc = trapezoid(np.append(0, true_positives / positives), np.append(0, false_positives / negatives))
-    f1 = 2 * true_positives / (true_positives + false_positives + positives)
-    return float(auroc), float(f1.max())
+    return _auroc_and_f1_max(labels, scores)
 
 
 def _check_sizes(masks: Sequence[np.ndarray], maps: Sequence[np.ndarray]) -> None:
