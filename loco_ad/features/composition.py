@@ -176,16 +176,11 @@ class LocationScorer(_NearestReference):
         self.mode = mode
 
     def _describe(self, image: ImageAnalysis) -> np.ndarray:
-        labels, n = image.labels, self.n_classes_
+        labels = image.labels
         height, width = labels.shape
-        # pixels per (class, column) and per (class, row), from integer counts alone
-        per_column = np.bincount((labels * width + np.arange(width)).ravel(), minlength=n * width).reshape(-1, width)
-        per_row = np.bincount((labels * height + np.arange(height)[:, None]).ravel(), minlength=n * height).reshape(-1, height)
-        counts = per_column[1:n].sum(axis=1)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            centroids = np.stack(
-                [per_column[1:n] @ (np.arange(width) / width), per_row[1:n] @ (np.arange(height) / height)], axis=1
-            ) / counts[:, None]
+        x = np.broadcast_to(np.arange(width) / width, labels.shape)
+        y = np.broadcast_to((np.arange(height) / height)[:, None], labels.shape)
+        centroids = np.stack([_class_means(x, labels, self.n_classes_), _class_means(y, labels, self.n_classes_)], axis=1)
         if self.mode == "origin_distance":
             return np.nan_to_num(np.linalg.norm(centroids, axis=1), nan=-1.0)
         return np.nan_to_num(centroids, nan=-1.0)
