@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol, Sequence
 
 import numpy as np
@@ -76,11 +76,16 @@ class Prediction:
         patch scorers' maps), or None when no patch scorer is enabled.
       scores: per-scorer contribution to ``score`` (raw score / leave-one-out weight × multiplier).
       raw_scores: per-scorer raw score before weighting.
-      analysis: the analysed image (segments, aligned labels, features).
+      analysis: the analysed image (segments, aligned labels, features), or
+        None in a ``scores_only`` copy.
     """
 
     score: float
     map: np.ndarray | None
     scores: dict[str, float]
     raw_scores: dict[str, float]
-    analysis: ImageAnalysis
+    analysis: ImageAnalysis | None
+
+    def scores_only(self) -> "Prediction":
+        """A copy without the map and the analysis: a few numbers, for keeping many predictions in memory."""
+        return replace(self, map=None, analysis=None)

@@ -20,6 +20,7 @@ ALL_SCORERS: tuple[str, ...] = (
     "colour",
     "location",
 )
+PATCH_SCORERS: tuple[str, ...] = ("class_agnostic", "class_aware", "foreground")  # the scorers with an anomaly map
 
 
 def check_scorers(names: tuple[str, ...]) -> None:

@@ -193,7 +193,9 @@ class Pipeline:
         stat = Path(image).stat()
         return (str(Path(image).resolve()), stat.st_mtime_ns, stat.st_size)
 
-    def prepare_many(self, images: Sequence[ImageInput], progress: bool | None = None) -> list[PreparedImage]:
+    def prepare_many(
+        self, images: Sequence[ImageInput], progress: bool | None = None, remember: bool = True
+    ) -> list[PreparedImage]:
         """Working-resolution images with their patch features (and segments when cacheable).
 
         Looks in memory, then in the on-disk cache; runs the models only on the
@@ -202,10 +204,14 @@ class Pipeline:
         Arguments:
           images: file paths or H×W×3 uint8 arrays.
           progress: show a progress bar (default: the pipeline's setting).
+          remember: keep the results in memory for later calls (an evaluation
+            re-scores the same images for every seed and k); False when the
+            images are scored once, so that memory does not grow with their number.
         Returns:
           one ``PreparedImage`` per input, in order.
         """
         keys: list[str] = []
+        found: dict[str, PreparedImage] = {}
         pending: dict[str, np.ndarray] = {}
         for image in images:
             path_id = self._path_id(image)
@@ -214,22 +220,25 @@ class Pipeline:
                 continue
             rgb = self._working_rgb(image)
             key = AnalysisCache.key(rgb, self.config.model_key())
-            if path_id is not None:
+            if path_id is not None and remember:
                 self._keys_by_path[path_id] = key
             keys.append(key)
-            if key not in self._prepared and key not in pending:
+            if key not in self._prepared and key not in found and key not in pending:
                 stored = self.cache.load(key) if self.cache is not None else None
                 if stored is None:
                     pending[key] = rgb
                 else:
-                    self._remember(key, rgb, stored)
+                    found[key] = self._prepared_image(rgb, stored)
         if pending:
-            self._run_models(pending, self.progress if progress is None else progress)
-        return [self._prepared[key] for key in keys]
+            found.update(self._run_models(pending, self.progress if progress is None else progress))
+        if remember:
+            self._prepared.update(found)
+        return [self._prepared[key] if key in self._prepared else found[key] for key in keys]
 
-    def _run_models(self, pending: dict[str, np.ndarray], progress: bool) -> None:
+    def _run_models(self, pending: dict[str, np.ndarray], progress: bool) -> dict[str, PreparedImage]:
         batch = 8
         items = list(pending.items())
+        prepared: dict[str, PreparedImage] = {}
         with tqdm(total=len(items), desc="analysing images", unit="img", disable=not progress) as bar:
             for start in range(0, len(items), batch):
                 chunk = items[start : start + batch]
@@ -240,12 +249,14 @@ class Pipeline:
                         arrays["segment_map"] = self.segmenter.segment(rgb).astype(np.int32)
                     if self.cache is not None:
                         self.cache.save(key, arrays)
-                    self._remember(key, rgb, arrays)
+                    prepared[key] = self._prepared_image(rgb, arrays)
                     bar.update()
+        return prepared
 
-    def _remember(self, key: str, rgb: np.ndarray, arrays: dict[str, np.ndarray]) -> None:
+    @staticmethod
+    def _prepared_image(rgb: np.ndarray, arrays: dict[str, np.ndarray]) -> PreparedImage:
         lab = rgb2lab(rgb).astype(np.float32)
-        self._prepared[key] = PreparedImage(rgb, lab, arrays["patches"], arrays.get("segment_map"))
+        return PreparedImage(rgb, lab, arrays["patches"], arrays.get("segment_map"))
 
     # ------------------------------------------------------------- analysing
     def _segment_map(self, prepared: PreparedImage) -> np.ndarray:
@@ -312,13 +323,15 @@ class Pipeline:
         return Prediction(result.value, result.map, result.scores, result.raw_scores, analysis)
 
     def predict(self, image: ImageInput) -> Prediction:
-        """Score one image (path or H×W×3 uint8 array)."""
-        return self.predict_many([image], progress=False)[0]
+        """Score one image (path or H×W×3 uint8 array); it is not kept in memory after scoring."""
+        return self.predict_many([image], progress=False, remember=False)[0]
 
-    def predict_many(self, images: Sequence[ImageInput], progress: bool | None = None) -> list[Prediction]:
-        """Score several images, their model work batched."""
+    def predict_many(
+        self, images: Sequence[ImageInput], progress: bool | None = None, remember: bool = True
+    ) -> list[Prediction]:
+        """Score several images, their model work batched (``remember`` as in ``prepare_many``)."""
         self._fitted_ensemble()
-        prepared = self.prepare_many(images, progress)
+        prepared = self.prepare_many(images, progress, remember)
         # Alignment and scoring spend their time in OpenCV, NumPy, scikit-learn and faiss, which release the GIL;
         # one thread when the patch banks are faiss GPU indexes, which are not thread-safe.
         with ThreadPoolExecutor(max_workers=1 if BANKS_ON_GPU else os.cpu_count()) as pool:

@@ -27,7 +27,16 @@ from tqdm.auto import tqdm
 from loco_ad.cli import add_pipeline_arguments, pipeline_from_args, run_main
 from loco_ad.data import list_images, read_image
 from loco_ad.errors import DataError, ImageReadError
-from loco_ad.report import ReportItem, ReportMeta, auto_threshold, write_image_report, write_results
+from loco_ad.report import (
+    ReportItem,
+    ReportMeta,
+    auto_threshold,
+    map_colour_range,
+    overlay_stems,
+    write_html_report,
+    write_overlays,
+    write_results,
+)
 
 BATCH = 8  # images read and handed to the pipeline at once
 TOP = 5  # anomalies listed in the printed summary
@@ -64,25 +73,40 @@ def _list(folder: Path, role: str) -> list[Path]:
     return files
 
 
-def _score(pipeline, paths: Sequence[Path], root: Path, threshold: float) -> list[ReportItem]:
-    """Score ``paths`` in batches; an unreadable file becomes an item with its error."""
+def _score(
+    pipeline, paths: Sequence[Path], root: Path, threshold: float, out: Path
+) -> tuple[list[ReportItem], dict[str, dict[str, str]]]:
+    """Score ``paths`` in batches, writing each image's overlays to ``out`` as soon as it is scored.
+
+    Only the scores are kept of a scored image (``Prediction.scores_only``), so
+    memory does not grow with the number of images; an unreadable file becomes
+    an item with its error.
+
+    Returns:
+      the items in the order of ``paths``, and the overlay files of each scored item (see ``write_overlays``).
+    """
+    names = [path.relative_to(root).as_posix() for path in paths]
+    stems = dict(zip(names, overlay_stems(names)))
+    colour_range = map_colour_range(pipeline.config.scorers)
     items: list[ReportItem] = []
+    pictures: dict[str, dict[str, str]] = {}
     with tqdm(total=len(paths), desc="scoring", unit="img", disable=not pipeline.progress) as bar:
         for start in range(0, len(paths), BATCH):
             readable, arrays = [], []
-            for path in paths[start : start + BATCH]:
-                name = path.relative_to(root).as_posix()
+            for path, name in zip(paths[start : start + BATCH], names[start : start + BATCH]):
                 try:
                     arrays.append(read_image(path))
                     readable.append(name)
                 except ImageReadError as error:
                     items.append(ReportItem(name, None, "error", error=error.reason))
-            for name, prediction in zip(readable, pipeline.predict_many(arrays, progress=False) if arrays else []):
+            predictions = pipeline.predict_many(arrays, progress=False, remember=False) if arrays else []
+            for name, prediction in zip(readable, predictions):
                 verdict = "anomalous" if prediction.score > threshold else "good"
-                items.append(ReportItem(name, prediction, verdict))
+                pictures[name] = write_overlays(out, ReportItem(name, prediction, verdict), stems[name], colour_range)
+                items.append(ReportItem(name, prediction.scores_only(), verdict))
             bar.update(len(paths[start : start + BATCH]))
-    order = {path.relative_to(root).as_posix(): i for i, path in enumerate(paths)}
-    return sorted(items, key=lambda item: order[item.name])
+    order = {name: i for i, name in enumerate(names)}
+    return sorted(items, key=lambda item: order[item.name]), pictures
 
 
 def _summary(items: Sequence[ReportItem], meta: ReportMeta, out: Path) -> str:
@@ -128,7 +152,7 @@ def run(args: argparse.Namespace) -> int:
         threshold, rule = auto_threshold(pipeline.leave_one_out_scores(), len(scorers))
     else:
         threshold, rule = args.threshold, "given with --threshold"
-    items = _score(pipeline, images, args.images, threshold)
+    items, pictures = _score(pipeline, images, args.images, threshold, args.out)
     meta = ReportMeta(
         preset=pipeline.config.name,
         k=len(good),
@@ -141,7 +165,7 @@ def run(args: argparse.Namespace) -> int:
         extra={"good folder": str(args.good)},
     )
     write_results(args.out, items, meta)
-    write_image_report(args.out, items, meta)
+    write_html_report(args.out, items, meta, pictures)
     print(_summary(items, meta, args.out))
     failed = sum(item.prediction is None for item in items)
     if failed:

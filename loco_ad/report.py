@@ -1,8 +1,10 @@
 """Result files and pictures: results.csv / results.json, heat-map and segment overlays, report.html.
 
-Pure writers: nothing here parses arguments or runs a model. ``loco_ad.predict``
-and ``loco_ad.run --report`` build a list of ``ReportItem`` and a ``ReportMeta``
-and call ``write_results`` and ``write_image_report``.
+Pure writers: nothing here parses arguments or runs a model. ``loco_ad.run
+--report`` builds a list of ``ReportItem`` and a ``ReportMeta`` and calls
+``write_image_report``; ``loco_ad.predict`` writes each image's overlays as soon
+as it is scored (``write_overlays``) and ends with ``write_results`` and
+``write_html_report``.
 
 Overlays are drawn at the pipeline's working resolution (the resolution of
 ``Prediction.analysis.rgb`` and ``Prediction.map``), not at the original image
@@ -27,6 +29,7 @@ from PIL import Image
 from skimage.segmentation import find_boundaries
 
 from loco_ad.analysis import Prediction
+from loco_ad.config import PATCH_SCORERS
 from loco_ad.io import write_atomic, write_csv, write_json
 
 # Fixed colours of the aligned class ids 1, 2, ... (class id i takes PALETTE[(i - 1) % len]),
@@ -233,13 +236,50 @@ def overlay_stems(names: Sequence[str]) -> list[str]:
     return stems
 
 
-def write_image_report(out_dir: Path, items: Sequence[ReportItem], meta: ReportMeta) -> Path:
-    """Write the per-image overlays to ``out_dir/images`` and ``out_dir/report.html``.
+def map_colour_range(scorers: Sequence[str]) -> tuple[float, float]:
+    """The map values drawn blue and red in every heat map: 0 and 2 per enabled patch scorer.
 
-    For each scored image: ``images/<stem>_heatmap.png`` (when the prediction
-    has a map) and ``images/<stem>_segments.png`` (see ``overlay_stems``). All
-    heat maps share one colour scale, from the smallest to the largest map
-    value over the report, so colours compare across images.
+    Each patch scorer adds its patch distances divided by its leave-one-out
+    weight to the map, and that weight is the mean of the top 2 % patch
+    distances of the least typical good reference when left out. So about 1
+    per patch scorer is where a good image's worst patches lie: the middle of
+    the scale (green) is the good images' worst, red is twice that. One fixed
+    scale lets colours compare across images and reports, and lets overlays
+    be drawn while later images are still being scored.
+
+    Arguments:
+      scorers: ids of the enabled scorers.
+    Returns:
+      (vmin, vmax) for ``heatmap_overlay``.
+    """
+    return 0.0, 2.0 * max(1, sum(name in PATCH_SCORERS for name in scorers))
+
+
+def write_overlays(out_dir: Path, item: ReportItem, stem: str, colour_range: tuple[float, float]) -> dict[str, str]:
+    """Write the overlays of one scored image to ``out_dir/images``.
+
+    ``images/<stem>_segments.png`` always, ``images/<stem>_heatmap.png`` when
+    the prediction has a map (coloured over ``colour_range``, see ``map_colour_range``).
+
+    Arguments:
+      out_dir: output folder (created if missing).
+      item: a scored image whose prediction still has its analysis.
+      stem: file stem (see ``overlay_stems``).
+      colour_range: (vmin, vmax) of the heat map.
+    Returns:
+      the written files relative to ``out_dir``, keyed ``segments`` and ``heatmap``.
+    """
+    analysis = item.prediction.analysis
+    files = {"segments": f"images/{stem}_segments.png"}
+    save_png(Path(out_dir) / files["segments"], segmentation_overlay(analysis.rgb, analysis.labels, analysis.segment_map, item.gt_mask))
+    if item.prediction.map is not None:
+        files["heatmap"] = f"images/{stem}_heatmap.png"
+        save_png(Path(out_dir) / files["heatmap"], heatmap_overlay(analysis.rgb, item.prediction.map, *colour_range))
+    return files
+
+
+def write_image_report(out_dir: Path, items: Sequence[ReportItem], meta: ReportMeta) -> Path:
+    """Write the overlays of every scored image (``write_overlays``) and ``out_dir/report.html``.
 
     Arguments:
       out_dir: output folder (created if missing).
@@ -248,21 +288,12 @@ def write_image_report(out_dir: Path, items: Sequence[ReportItem], meta: ReportM
     Returns:
       the path of report.html.
     """
-    out_dir = Path(out_dir)
-    maps = [item.prediction.map for item in items if item.prediction is not None and item.prediction.map is not None]
-    vmin = min((float(m.min()) for m in maps), default=None)
-    vmax = max((float(m.max()) for m in maps), default=None)
-    pictures: dict[str, dict[str, str]] = {}
-    for item, stem in zip(items, overlay_stems([item.name for item in items])):
-        if item.prediction is None:
-            continue
-        analysis = item.prediction.analysis
-        files = {"segments": f"images/{stem}_segments.png"}
-        save_png(out_dir / files["segments"], segmentation_overlay(analysis.rgb, analysis.labels, analysis.segment_map, item.gt_mask))
-        if item.prediction.map is not None:
-            files["heatmap"] = f"images/{stem}_heatmap.png"
-            save_png(out_dir / files["heatmap"], heatmap_overlay(analysis.rgb, item.prediction.map, vmin, vmax))
-        pictures[item.name] = files
+    colour_range = map_colour_range(meta.scorers)
+    pictures = {
+        item.name: write_overlays(out_dir, item, stem, colour_range)
+        for item, stem in zip(items, overlay_stems([item.name for item in items]))
+        if item.prediction is not None
+    }
     return write_html_report(out_dir, items, meta, pictures)
 
 
@@ -285,12 +316,14 @@ def write_html_report(out_dir: Path, items: Sequence[ReportItem], meta: ReportMe
     failed = [item for item in items if item.prediction is None]
     n_anomalous = sum(item.verdict == "anomalous" for item in scored)
     weights = ", ".join(f"{name} {meta.weights.get(name, float('nan')):.4g}" for name in meta.scorers)
+    vmax = map_colour_range(meta.scorers)[1]
     facts = [
         ("threshold", f"{meta.threshold:.4g} ({meta.threshold_rule})"),
         ("preset", meta.preset),
         ("k (good references)", str(meta.k)),
         ("scorers and weights", weights + (" — k = 1 fallback scales" if meta.used_fallback else "")),
         ("images", f"{len(scored)} scored, {n_anomalous} anomalous, {len(failed)} unreadable"),
+        ("heat-map colours", f"blue 0, green {vmax / 2:g} (the worst patches of a left-out good reference), red {vmax:g}"),
         *((str(key), str(value)) for key, value in meta.extra.items()),
     ]
     header = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in facts)

@@ -55,6 +55,28 @@ def test_second_run_does_no_model_work_and_matches(tmp_path, monkeypatch):
     assert again.cache.misses == 0
 
 
+def test_images_scored_without_remember_are_not_kept(monkeypatch):
+    pipeline = _offline(scorers=("class_agnostic",)).fit(_references())
+    embed = type(pipeline.embedder).embed
+    calls: list[int] = []
+    monkeypatch.setattr(type(pipeline.embedder), "embed", lambda self, images: calls.append(len(images)) or embed(self, images))
+    image = _tests()[2]
+    first = pipeline.predict(image)
+    second = pipeline.predict_many([image], remember=False)[0]
+    assert calls == [1, 1]  # not kept in memory (and no disk cache here): analysed again
+    assert second.score == first.score
+    pipeline.predict_many([image])
+    pipeline.predict_many([image])
+    assert calls == [1, 1, 1]  # remembered by default, as an evaluation re-scores its images
+
+
+def test_scores_only_prediction_drops_the_arrays():
+    prediction = _offline(scorers=("class_agnostic", "histogram")).fit(_references()).predict(_tests()[0])
+    light = prediction.scores_only()
+    assert light.map is None and light.analysis is None
+    assert (light.score, light.scores, light.raw_scores) == (prediction.score, prediction.scores, prediction.raw_scores)
+
+
 def test_interrupted_run_resumes_with_identical_results(tmp_path):
     complete = _offline(tmp_path / "a").fit(_references())
     expected = [p.score for p in complete.predict_many(_tests())]

@@ -10,7 +10,9 @@ import pytest
 from PIL import Image
 
 from loco_ad.config import get_preset
-from loco_ad.predict import main
+from loco_ad.data import list_images
+from loco_ad.pipeline import Pipeline
+from loco_ad.predict import _score, main
 from tests.scenes import make_scene
 from tests.test_report import parse_html
 
@@ -99,6 +101,17 @@ def test_report_references_every_overlay(predicted: tuple[Path, int]) -> None:
     assert page.headings == sorted(scored, key=lambda name: -float(rows[name]["score"]))
     text = " ".join(page.text)
     assert "corrupt.png" in text and rows["corrupt.png"]["error"] in text
+
+
+def test_scored_images_keep_only_their_scores(folders: Path, tmp_path: Path) -> None:
+    pipeline = Pipeline.from_preset("offline", use_cache=False, progress=False).fit(list_images(folders / "good"))
+    paths = [p for p in list_images(folders / "images") if p.name != "corrupt.png"]
+    items, pictures = _score(pipeline, paths, folders / "images", threshold=1.0, out=tmp_path)
+    assert [item.name for item in items] == [p.relative_to(folders / "images").as_posix() for p in paths]
+    for item in items:  # memory does not grow with the folder: no map, no analysis kept
+        assert item.prediction.analysis is None and item.prediction.map is None
+        assert all((tmp_path / file).is_file() for file in pictures[item.name].values())
+    assert set(pictures[items[0].name]) == {"heatmap", "segments"}
 
 
 def test_given_threshold(folders: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

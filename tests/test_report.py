@@ -20,6 +20,7 @@ from loco_ad.report import (
     ReportMeta,
     auto_threshold,
     heatmap_overlay,
+    map_colour_range,
     overlay_stems,
     segmentation_overlay,
     write_image_report,
@@ -97,6 +98,22 @@ def test_heatmap_overlay_colours_and_scale() -> None:
     assert calm[10, 25, 0] < out[10, 25, 0]
 
 
+def test_map_colour_range_counts_patch_scorers() -> None:
+    assert map_colour_range(("class_agnostic", "foreground", "histogram")) == (0.0, 4.0)
+    assert map_colour_range(("class_aware",)) == (0.0, 2.0)
+    assert map_colour_range(("histogram", "colour")) == (0.0, 2.0)  # no map at all: any non-empty range
+
+
+def test_heat_map_colours_do_not_depend_on_the_other_images(tmp_path: Path) -> None:
+    quiet = ReportItem("quiet.png", _prediction("good", 0), "good")
+    hot = _prediction("extra", 1)
+    hot = Prediction(hot.score, hot.map * 50, hot.scores, hot.raw_scores, hot.analysis)
+    write_image_report(tmp_path / "alone", [quiet], _meta())
+    write_image_report(tmp_path / "with_hot", [quiet, ReportItem("hot.png", hot, "anomalous")], _meta())
+    alone, beside = (np.asarray(Image.open(tmp_path / run / "images" / "quiet_heatmap.png")) for run in ("alone", "with_hot"))
+    assert (alone == beside).all()
+
+
 def test_segmentation_overlay_palette_borders_and_outline() -> None:
     rgb = np.full((40, 40, 3), 100, np.uint8)
     labels = np.zeros((40, 40), np.int32)
@@ -164,6 +181,7 @@ def test_write_image_report(tmp_path: Path) -> None:
     assert sorted(page.sources) == sorted(f"images/{p.name}" for p in images.iterdir())
     text = " ".join(page.text)
     assert "bad.png" in text and "cannot identify image file" in text and "no map" in text
+    assert "blue 0, green 1 (" in text and "red 2" in text  # the heat-map scale of one patch scorer
     # scored images only, by descending score
     order = sorted((i for i in items if i.prediction), key=lambda i: -i.prediction.score)
     assert page.headings == [i.name for i in order]
