@@ -21,21 +21,26 @@ from loco_ad.features import make_scorer
 
 # Scales used instead of leave-one-out weights when k = 1 (nothing to leave
 # out): the median leave-one-out weight at k = 2, rounded to one significant
-# figure, measured on real juice_bottle train/good images (6 disjoint pairs,
-# images at 112×224, labels from 6 CIELAB k-means colour clusters with the
-# border cluster as background, the hand-made patch features of
-# tests/analyses.py). Only their ratios matter for ranking images; they are
-# order-of-magnitude constants that a DINOv2/SAM run would set differently
-# (the synthetic scenes, far cleaner, give 10–100× smaller weights), so results
-# of a k = 1 run say they were used (``Ensemble.used_fallback``).
+# figure. Only their ratios matter for ranking images; they are
+# order-of-magnitude constants that depend on the preset, so results of a k = 1
+# run say they were used (``Ensemble.used_fallback``).
+# - class_agnostic, class_aware, foreground, histogram: measured on 6 disjoint
+#   pairs of real juice_bottle train/good images at 112×224, labels from 6
+#   CIELAB k-means colour clusters, the hand-made patch features of
+#   tests/analyses.py.
+# - embedding, colour, location: re-measured after their distances became
+#   area-weighted means, with `python experiments/fallback_scales.py --data-root
+#   ../shared/data/mvtec_loco_subset --category juice_bottle --preset offline`
+#   (20 pairs; medians 0.35, 0.055, 0.50). The same command gives 0.023, 0.56,
+#   0.027 and 0.31 for the other four with the offline preset.
 FALLBACK_SCALES: dict[str, float] = {
     "class_agnostic": 0.08,
     "class_aware": 0.2,
     "foreground": 0.1,
     "embedding": 0.3,
     "histogram": 0.3,
-    "colour": 0.4,
-    "location": 0.4,
+    "colour": 0.05,
+    "location": 0.5,
 }
 
 # A leave-one-out weight is at least this fraction of the scorer's fallback

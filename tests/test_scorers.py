@@ -12,6 +12,7 @@ from loco_ad.analysis import ImageAnalysis
 from loco_ad.errors import ConfigError, DataError
 from loco_ad.features import SCORERS, make_scorer
 from loco_ad.features.composition import ColourScorer, LocationScorer
+from loco_ad.stages.align import patch_grid_labels
 from tests.analyses import analysis_from_scene
 from tests.scenes import make_scene
 
@@ -125,10 +126,36 @@ def test_class_absent_from_test_image_uses_sentinels(references) -> None:
     for name in SCORERS:
         score = make_scorer(name).fit(references).score(missing)
         assert np.isfinite(score.value), name
-    # centroid sentinel (-1, -1) lies at least sqrt(2) from any real centroid
-    assert make_scorer("location").fit(references).score(missing).value >= np.sqrt(2)
-    # embedding: the absent class counts 1 out of the 4 classes present in either image
-    assert make_scorer("embedding").fit(references).score(missing).value >= 0.25
+    good = analysis_from_scene(make_scene(seed=20))
+    for name in ("embedding", "location", "histogram"):  # the absent class is a finding
+        scorer = make_scorer(name).fit(references)
+        assert scorer.score(missing).value > scorer.score(good).value, name
+
+
+def _label_analysis(labels: np.ndarray) -> ImageAnalysis:
+    """An analysis of a black image with the given class map (classes 0..2) and flat patch features."""
+    height, width = labels.shape
+    grid = (height // 2, width // 2)
+    patches = np.full((*grid, 4), 0.5, np.float32)
+    rgb, lab = np.zeros((height, width, 3), np.uint8), np.zeros((height, width, 3), np.float32)
+    return ImageAnalysis(rgb, lab, labels, labels, patches, patch_grid_labels(labels, grid), n_classes=3)
+
+
+def test_location_weighs_each_class_by_its_area() -> None:
+    reference = np.zeros((10, 10), np.int32)
+    reference[:5] = 1  # class 1: 50 pixels, centroid (x, y) = (0.45, 0.2)
+    reference[9, 0] = 2  # class 2: one pixel at (0, 0.9)
+    scorer = make_scorer("location").fit([_label_analysis(reference)])
+    # weights: class 1 (0.5 + 0.5) / 2, class 2 (0.01 + 0.01) / 2, or (0.01 + 0) / 2 when it is absent
+    tiny_jumps = reference.copy()
+    tiny_jumps[9, 0], tiny_jumps[9, 9] = 0, 2  # class 2 crosses the image: 0.9
+    large_shifts = reference.copy()
+    large_shifts[0], large_shifts[5] = 0, 1  # class 1 one row down: 0.1
+    tiny_vanishes = np.where(reference == 2, 0, reference)  # class 2 at the sentinel (-1, -1)
+    assert scorer.score(_label_analysis(tiny_jumps)).value == pytest.approx(0.01 * 0.9 / 0.51)
+    assert scorer.score(_label_analysis(large_shifts)).value == pytest.approx(0.5 * 0.1 / 0.51)
+    assert scorer.score(_label_analysis(tiny_vanishes)).value == pytest.approx(0.005 * np.hypot(1.0, 1.9) / 0.505)
+    assert scorer.score(_label_analysis(reference)).value == 0.0
 
 
 @pytest.mark.parametrize("case", ["no_segment", "one_class"])

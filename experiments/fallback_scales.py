@@ -1,0 +1,70 @@
+"""Measure the k = 1 fallback scales: the median leave-one-out weight of each scorer at k = 2.
+
+Example::
+
+    python experiments/fallback_scales.py --data-root DATA --category juice_bottle --preset offline
+
+For k = 1 there is nothing to leave out, so the ensemble divides each scorer by
+a constant of ``loco_ad.weights.FALLBACK_SCALES`` instead of its leave-one-out
+weight. This script gives the numbers those constants stand for: the
+``train/good`` images of each category, sorted, are cut into disjoint
+consecutive pairs; the pipeline is fitted on each pair, and each scorer's
+leave-one-out weight is noted. It prints, per scorer, the median over all
+pairs (with the smallest and largest) next to the constant in use, and writes
+every weight to OUT/fallback_scales.csv.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from loco_ad.cli import add_pipeline_arguments, pipeline_from_args, run_main
+from loco_ad.config import ALL_SCORERS, parse_scorers
+from loco_ad.data import data_root, load_category, resolve_categories
+from loco_ad.io import write_csv
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python experiments/fallback_scales.py", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data-root", help="MVTec LOCO AD root folder (default: $LOCO_AD_DATA)")
+    parser.add_argument("--category", nargs="+", default=["all"], help="categories, or 'all' (default all present)")
+    parser.add_argument("--out", type=Path, default=Path("runs/fallback_scales"), help="output folder")
+    add_pipeline_arguments(parser)  # here --scorers are the scorers to measure (default: all seven)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+
+    def body() -> int:
+        from loco_ad.weights import FALLBACK_SCALES
+
+        scorers = parse_scorers(args.scorers) if args.scorers else ALL_SCORERS
+        args.scorers = ",".join(scorers)
+        root = data_root(args.data_root)
+        pipeline = pipeline_from_args(args)
+        rows = []
+        for category in resolve_categories(root, args.category):
+            train = load_category(root, category).train
+            pairs = [train[i : i + 2] for i in range(0, len(train) - 1, 2)]
+            for pair in tqdm(pairs, desc=category, unit="pair", disable=args.quiet):
+                weights, files = pipeline.fit(pair).weights, "+".join(path.name for path in pair)
+                rows += [{"category": category, "pair": files, "scorer": name, "weight": weights[name]} for name in scorers]
+        write_csv(args.out / "fallback_scales.csv", rows, ["category", "pair", "scorer", "weight"])
+        print(f"{'scorer':<16}{'median':>10}{'min':>10}{'max':>10}{'in use':>10}   ({len(rows) // len(scorers)} pairs)")
+        for name in scorers:
+            values = [row["weight"] for row in rows if row["scorer"] == name]
+            print(f"{name:<16}{np.median(values):>10.3g}{min(values):>10.3g}{max(values):>10.3g}{FALLBACK_SCALES[name]:>10.3g}")
+        print(f"weights written to {args.out}/fallback_scales.csv")
+        return 0
+
+    return run_main(body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
