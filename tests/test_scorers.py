@@ -9,6 +9,7 @@ import pytest
 from scipy import ndimage
 
 from loco_ad.analysis import ImageAnalysis
+from loco_ad.config import PATCH_SCORERS
 from loco_ad.errors import ConfigError, DataError
 from loco_ad.features import SCORERS, make_scorer
 from loco_ad.features.composition import ColourScorer, LocationScorer
@@ -16,7 +17,6 @@ from loco_ad.stages.align import patch_grid_labels
 from tests.analyses import analysis_from_scene
 from tests.scenes import make_scene
 
-PATCH_SCORERS = ("class_agnostic", "class_aware", "foreground")
 REFERENCE_SEEDS = (0, 1, 2, 3)
 GOOD_SEEDS = (10, 11, 12, 13, 14)
 ANOMALY_SEEDS = (20, 21)
@@ -46,6 +46,11 @@ def test_registry_matches_config() -> None:
         assert make_scorer(name).name == name
     with pytest.raises(ConfigError, match="choose from"):
         make_scorer("nearest_pixel")
+
+
+def test_patch_scorers_are_the_scorers_with_a_map(references) -> None:
+    with_map = {name for name in SCORERS if make_scorer(name).fit(references).score(references[0]).map is not None}
+    assert with_map == set(PATCH_SCORERS)
 
 
 def test_bad_modes_and_no_references() -> None:
