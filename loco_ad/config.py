@@ -60,6 +60,8 @@ class EmbedderConfig:
       model_id: Hugging Face id of the DINOv2 checkpoint.
       image_size: long side of the working resolution in pixels, a multiple of ``patch_size``.
       patch_size: side of one patch in pixels (14 for DINOv2).
+      neighbour_weight: weight of the neighbour-layout block of the handcrafted
+        descriptor (see ``HandcraftedEmbedder``; 0 leaves it out).
       position_weight: weight of the patch-position block of the handcrafted
         descriptor (see ``HandcraftedEmbedder``; 0 leaves it out); DINOv2
         features carry position through their own positional embeddings.
@@ -69,6 +71,7 @@ class EmbedderConfig:
     model_id: str = "facebook/dinov2-small"
     image_size: int = 448
     patch_size: int = 14
+    neighbour_weight: float = 0.0
     position_weight: float = 0.0
 
 
@@ -150,8 +153,10 @@ PRESETS: dict[str, PipelineConfig] = {
         name="offline",
         segmenter=SegmenterConfig(kind="colour_clusters"),
         # position_weight 6: measured on juice_bottle (k = 4, seeds 42/0/1234),
-        # class_agnostic image AUROC 0.65 -> 0.86, default ensemble 0.77 -> 0.85
-        embedder=EmbedderConfig(kind="handcrafted", image_size=448, position_weight=6.0),
+        # class_agnostic image AUROC 0.65 -> 0.86, default ensemble 0.77 -> 0.85;
+        # neighbour_weight 1 (each appearance block counts the same): default
+        # ensemble 0.864 -> 0.876, F1-max 0.905 -> 0.917
+        embedder=EmbedderConfig(kind="handcrafted", image_size=448, neighbour_weight=1.0, position_weight=6.0),
         alignment="segmenter",
     ),
 }

@@ -94,7 +94,9 @@ def build_embedder(config: PipelineConfig, weights_dir: Path | None, device: str
         return Dinov2Embedder(load_dinov2(settings.model_id, weights_dir, device), patch_size=settings.patch_size, device=device)
     from loco_ad.stages.handcrafted import HandcraftedEmbedder
 
-    return HandcraftedEmbedder(patch_size=settings.patch_size, position_weight=settings.position_weight)
+    return HandcraftedEmbedder(
+        patch_size=settings.patch_size, neighbour_weight=settings.neighbour_weight, position_weight=settings.position_weight
+    )
 
 
 class Pipeline:

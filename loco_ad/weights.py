@@ -31,8 +31,8 @@ from loco_ad.features import make_scorer
 # - embedding, colour, location: re-measured after their distances became
 #   area-weighted means, with `python experiments/fallback_scales.py --data-root
 #   ../shared/data/mvtec_loco_subset --category juice_bottle --preset offline`
-#   (20 pairs; medians 0.347, 0.0548, 0.496). The same command gives 0.023, 0.564,
-#   0.027 and 0.312 for the other four with the offline preset.
+#   (20 pairs; medians 0.349, 0.0548, 0.496). The same command gives 0.028, 0.57,
+#   0.032 and 0.312 for the other four with the offline preset.
 FALLBACK_SCALES: dict[str, float] = {
     "class_agnostic": 0.08,
     "class_aware": 0.2,

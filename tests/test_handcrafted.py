@@ -104,6 +104,23 @@ def test_position_block_similarity_depends_only_on_the_offset() -> None:
     assert float(placed[0, 0] @ placed[2, 3]) == pytest.approx(float(placed[3, 6] @ placed[5, 9]), abs=1e-5)
 
 
+def test_neighbour_block_tells_where_a_neighbour_lies() -> None:
+    # grey patches and one red patch at (2, 2): its left and right neighbours see the
+    # same colours and gradients, mirrored, so only the neighbour layout tells them apart
+    h, w = 5, 5
+    image = np.full((h * PATCH, w * PATCH, 3), 120, np.uint8)
+    image[2 * PATCH : 3 * PATCH, 2 * PATCH : 3 * PATCH] = (200, 40, 40)
+    plain = HandcraftedEmbedder(patch_size=PATCH).embed([image])[0]
+    laid_out = HandcraftedEmbedder(patch_size=PATCH, neighbour_weight=1.0).embed([image])[0]
+    assert laid_out.shape == (h, w, plain.shape[-1] + 3 * 8 + 1)
+    np.testing.assert_allclose(np.linalg.norm(laid_out, axis=-1), 1.0, atol=1e-5)
+    left, right = (2, 1), (2, 3)
+    assert float(plain[left] @ plain[right]) == pytest.approx(1.0, abs=1e-6)
+    assert float(laid_out[left] @ laid_out[right]) < 0.9
+    # two grey patches with no red neighbour keep identical descriptors
+    assert float(laid_out[0, 0] @ laid_out[4, 4]) == pytest.approx(1.0, abs=1e-6)
+
+
 def test_offline_preset_builds_an_embedder_with_its_position_weight() -> None:
     from loco_ad.config import get_preset
     from loco_ad.pipeline import build_embedder
@@ -112,3 +129,4 @@ def test_offline_preset_builds_an_embedder_with_its_position_weight() -> None:
     embedder = build_embedder(config, None, "cpu")
     assert isinstance(embedder, HandcraftedEmbedder)
     assert embedder.position_weight == config.embedder.position_weight > 0
+    assert embedder.neighbour_weight == config.embedder.neighbour_weight > 0
