@@ -18,7 +18,6 @@ from typing import Sequence, Union
 
 import cv2
 import numpy as np
-from skimage.color import rgb2lab
 from tqdm.auto import tqdm
 
 from loco_ad.analysis import ImageAnalysis, Prediction
@@ -29,6 +28,7 @@ from loco_ad.errors import DataError
 from loco_ad.features.patches import BANKS_ON_GPU
 from loco_ad.stages import Embedder, Segmenter
 from loco_ad.stages.align import align, patch_grid_labels, reference_labels
+from loco_ad.stages.cielab import rgb_to_lab
 from loco_ad.weights import Ensemble
 
 logger = logging.getLogger(__name__)
@@ -257,8 +257,7 @@ class Pipeline:
 
     @staticmethod
     def _prepared_image(rgb: np.ndarray, arrays: dict[str, np.ndarray]) -> PreparedImage:
-        lab = rgb2lab(rgb).astype(np.float32)
-        return PreparedImage(rgb, lab, arrays["patches"], arrays.get("segment_map"))
+        return PreparedImage(rgb, rgb_to_lab(rgb), arrays["patches"], arrays.get("segment_map"))
 
     # ------------------------------------------------------------- analysing
     def _segment_map(self, prepared: PreparedImage) -> np.ndarray:

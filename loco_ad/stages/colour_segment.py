@@ -12,6 +12,7 @@ from sklearn.cluster import KMeans
 from sklearn.exceptions import NotFittedError
 
 from loco_ad.errors import DataError
+from loco_ad.stages.cielab import rgb_to_lab
 from loco_ad.stages.masks import regions_to_partition
 
 
@@ -164,14 +165,10 @@ class ColourClusterSegmenter:
         return np.array([self.lightness_weight, 1.0, 1.0], np.float32)
 
     def _lab(self, rgb: np.ndarray) -> np.ndarray:
-        """Weighted CIELAB (float32, L* times ``lightness_weight``) of the median-blurred image.
-
-        OpenCV's float conversion is used: the same CIELAB (D65) as
-        ``skimage.color.rgb2lab`` to within 0.3, fifty times faster.
-        """
+        """Weighted CIELAB (float32, L* times ``lightness_weight``) of the median-blurred image."""
         rgb = np.ascontiguousarray(rgb, dtype=np.uint8)
         smooth = cv2.medianBlur(rgb, self.blur) if self.blur > 1 else rgb
-        return cv2.cvtColor(smooth.astype(np.float32) / 255.0, cv2.COLOR_RGB2Lab) * self._weights
+        return rgb_to_lab(smooth) * self._weights
 
     @property
     def n_classes(self) -> int:

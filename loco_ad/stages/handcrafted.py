@@ -8,6 +8,8 @@ import cv2
 import numpy as np
 from scipy.ndimage import uniform_filter
 
+from loco_ad.stages.cielab import rgb_to_lab
+
 
 class HandcraftedEmbedder:
     """Describes each patch of an image by its colour and its texture, at two scales.
@@ -96,7 +98,7 @@ class HandcraftedEmbedder:
         p = self.patch_size
         if height % p or width % p:
             raise ValueError(f"image size {height}×{width} is not a multiple of the patch size {p}; resize it first")
-        lab = cv2.cvtColor(np.ascontiguousarray(rgb, dtype=np.uint8).astype(np.float32) / 255.0, cv2.COLOR_RGB2Lab)
+        lab = rgb_to_lab(rgb)
         lab[..., 0] -= 50.0
         lightness = np.ascontiguousarray(lab[..., 0])
         mean, mean_sq = self._pool(lab), self._pool(lab**2)
