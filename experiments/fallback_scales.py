@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from loco_ad.cli import add_pipeline_arguments, pipeline_from_args, run_main
+from loco_ad.cli import add_data_arguments, add_pipeline_arguments, pipeline_from_args, run_main
 from loco_ad.config import ALL_SCORERS, parse_scorers
 from loco_ad.data import data_root, load_category, resolve_categories
 from loco_ad.io import write_csv
@@ -31,8 +31,7 @@ from loco_ad.io import write_csv
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python experiments/fallback_scales.py", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data-root", help="MVTec LOCO AD root folder (default: $LOCO_AD_DATA)")
-    parser.add_argument("--category", nargs="+", default=["all"], help="categories, or 'all' (default all present)")
+    add_data_arguments(parser)
     parser.add_argument("--out", type=Path, default=Path("runs/fallback_scales"), help="output folder")
     add_pipeline_arguments(parser)  # here --scorers are the scorers to measure (default: all seven)
     return parser

@@ -31,10 +31,15 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser, default_preset: str 
     group.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
-def add_evaluation_arguments(parser: argparse.ArgumentParser, default_out: str) -> None:
-    """Add --data-root, --category, --shots, --seeds and --out, as ``loco_ad.run`` and the ablation take them."""
+def add_data_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add --data-root and --category (default: every category present)."""
     parser.add_argument("--data-root", help=f"MVTec LOCO AD root folder (default: ${DATA_ENV})")
     parser.add_argument("--category", nargs="+", default=["all"], help="categories, or 'all' (default all present)")
+
+
+def add_evaluation_arguments(parser: argparse.ArgumentParser, default_out: str) -> None:
+    """Add --data-root, --category, --shots, --seeds and --out, as ``loco_ad.run`` and the ablation take them."""
+    add_data_arguments(parser)
     parser.add_argument("--shots", nargs="+", type=int, default=list(DEFAULT_SHOTS), help="k values (default 1 2 4 8)")
     parser.add_argument("--seeds", nargs="+", type=int, default=list(DEFAULT_SEEDS), help="draw seeds (default 42 0 1234)")
     parser.add_argument("--out", type=Path, default=Path(default_out), help=f"output folder (default {default_out})")

@@ -35,6 +35,11 @@ def _class_means(values: np.ndarray, labels: np.ndarray, n_classes: int) -> np.n
         return sums / counts
 
 
+def _class_shares(image: ImageAnalysis, n_classes: int) -> np.ndarray:
+    """Pixel share of each class 1..n_classes−1 over the whole image (H×W)."""
+    return np.bincount(image.labels.ravel(), minlength=n_classes)[1:n_classes] / image.labels.size
+
+
 class _NearestReference(abc.ABC):
     """Shared fit/score of the composition scorers; subclasses define ``_describe`` and ``_distances``."""
 
@@ -59,11 +64,6 @@ class _NearestReference(abc.ABC):
     @abc.abstractmethod
     def _distances(self, image: ImageAnalysis) -> np.ndarray:
         """k distances from the image's descriptor to the k reference descriptors."""
-
-
-def _class_shares(image: ImageAnalysis, n_classes: int) -> np.ndarray:
-    """Pixel share of each class 1..n_classes−1 over the whole image (H×W)."""
-    return np.bincount(image.labels.ravel(), minlength=n_classes)[1:n_classes] / image.labels.size
 
 
 class _AreaWeighted(_NearestReference):

@@ -35,11 +35,11 @@ class HandcraftedEmbedder:
 
     Each block is divided by a fixed scale and lifted onto the unit sphere by
     ``x -> [x, 1] / sqrt(|x|² + 1)`` (inverse stereographic projection): every
-    block gets unit norm, so the four count equally in a cosine similarity,
+    block gets unit norm, so the appearance blocks count equally in a cosine similarity,
     yet its magnitude is kept (a flat patch and a strongly textured one stay
     apart, which a plain per-block L2 normalisation would lose). The
     concatenation is then L2-normalised: the cosine similarity of two
-    descriptors is the mean of the four blocks' cosine similarities.
+    descriptors is the mean of the appearance blocks' cosine similarities.
 
     Arguments:
       patch_size: side of a patch in pixels; image sides must be multiples of it.
@@ -51,15 +51,15 @@ class HandcraftedEmbedder:
         per pixel); about the level of a patch crossed by a clear edge.
       neighbour_weight: norm of the neighbour-layout block (its colour
         differences are divided by the first colour scale); 0 leaves it out.
-      position_weight: norm of an optional fifth block, the patch's place in
+      position_weight: norm of an optional last block, the patch's place in
         the image: (cos πy, sin πy, cos πx, sin πx) / √2 with y, x in [0, 1]
         the patch centre over the image height and width. Its dot product with
         another patch's is (cos πΔy + cos πΔx) / 2, so it depends only on the
         offset between the two patches (1 at the same place, −1 at opposite
-        corners). With weight w the block adds w² × that term to the four
+        corners). With weight w the block adds w² × that term to the
         appearance blocks' similarities (the concatenation is normalised by
-        √(4 + n² + w²), n the neighbour weight): a reference patch far away is less similar than an equal
-        one nearby, as with the positional embeddings inside DINOv2's patch
+        √(4 + n² + w²), n the neighbour weight): a reference patch far away is
+        less similar than an equal one nearby, as with the positional embeddings inside DINOv2's patch
         tokens. 0 leaves the block out.
     """
 
