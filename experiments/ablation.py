@@ -27,9 +27,17 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from loco_ad.cli import add_evaluation_arguments, add_pipeline_arguments, pipeline_from_args, run_main
+from loco_ad.cli import (
+    add_evaluation_arguments,
+    add_pipeline_arguments,
+    check_out_dir,
+    config_from_args,
+    data_root_or_sample,
+    pipeline_from_args,
+    run_main,
+)
 from loco_ad.config import ALL_SCORERS, DEFAULT_SCORERS, parse_scorers
-from loco_ad.data import data_root, load_category, resolve_categories
+from loco_ad.data import check_shots, load_category, resolve_categories
 from loco_ad.io import write_atomic, write_csv
 from loco_ad.metrics import image_metrics
 
@@ -174,10 +182,13 @@ def main(argv: list[str] | None = None) -> int:
         from loco_ad.evaluate import evaluate
 
         pool = parse_scorers(args.scorers) if args.scorers else ALL_SCORERS
-        root = data_root(args.data_root)
-        datasets = [load_category(root, name) for name in resolve_categories(root, args.category)]
         args.scorers = ",".join(pool)
-        pipeline = pipeline_from_args(args)
+        config = config_from_args(args)
+        root = data_root_or_sample(args.data_root)
+        datasets = [load_category(root, name) for name in resolve_categories(root, args.category)]
+        check_shots(datasets, args.shots)
+        check_out_dir(args.out)
+        pipeline = pipeline_from_args(args, config)  # torch and the models load from here on
         subsets = ablation_subsets(pool)
         start = time.perf_counter()
         result = evaluate(pipeline, datasets, args.seeds, args.shots, pixel=False)

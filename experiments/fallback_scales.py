@@ -23,9 +23,17 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from loco_ad.cli import add_data_arguments, add_pipeline_arguments, pipeline_from_args, run_main
+from loco_ad.cli import (
+    add_data_arguments,
+    add_pipeline_arguments,
+    check_out_dir,
+    config_from_args,
+    data_root_or_sample,
+    pipeline_from_args,
+    run_main,
+)
 from loco_ad.config import ALL_SCORERS, parse_scorers
-from loco_ad.data import data_root, load_category, resolve_categories
+from loco_ad.data import load_category, resolve_categories
 from loco_ad.io import write_csv
 
 
@@ -41,19 +49,21 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def body() -> int:
-        from loco_ad.weights import FALLBACK_SCALES
-
         scorers = parse_scorers(args.scorers) if args.scorers else ALL_SCORERS
         args.scorers = ",".join(scorers)
-        root = data_root(args.data_root)
-        pipeline = pipeline_from_args(args)
+        config = config_from_args(args)
+        root = data_root_or_sample(args.data_root)
+        datasets = [load_category(root, name) for name in resolve_categories(root, args.category)]
+        check_out_dir(args.out)
+        pipeline = pipeline_from_args(args, config)  # torch and the models load from here on
+        from loco_ad.weights import FALLBACK_SCALES
+
         rows = []
-        for category in resolve_categories(root, args.category):
-            train = load_category(root, category).train
-            pairs = [train[i : i + 2] for i in range(0, len(train) - 1, 2)]
-            for pair in tqdm(pairs, desc=category, unit="pair", disable=args.quiet):
+        for data in datasets:
+            pairs = [data.train[i : i + 2] for i in range(0, len(data.train) - 1, 2)]
+            for pair in tqdm(pairs, desc=data.name, unit="pair", disable=args.quiet):
                 weights, files = pipeline.fit(pair).weights, "+".join(path.name for path in pair)
-                rows += [{"category": category, "pair": files, "scorer": name, "weight": weights[name]} for name in scorers]
+                rows += [{"category": data.name, "pair": files, "scorer": name, "weight": weights[name]} for name in scorers]
         write_csv(args.out / "fallback_scales.csv", rows, ["category", "pair", "scorer", "weight"])
         print(f"{'scorer':<16}{'median':>10}{'min':>10}{'max':>10}{'in use':>10}   ({len(rows) // len(scorers)} pairs)")
         for name in scorers:

@@ -50,8 +50,8 @@ from torchvision.transforms.v2 import Resize
 from torchvision.transforms.v2.functional import to_dtype, to_image
 
 from loco_ad.analysis import Prediction
-from loco_ad.cli import add_pipeline_arguments, pipeline_from_args, print_summary, run_main
-from loco_ad.data import CATEGORIES, DATA_ENV, CategoryData, Sample, data_root, load_category, resolve_categories
+from loco_ad.cli import add_pipeline_arguments, config_from_args, data_root_or_sample, pipeline_from_args, print_summary, run_main
+from loco_ad.data import CATEGORIES, DATA_ENV, SAMPLE_ROOT, CategoryData, Sample, load_category, resolve_categories
 from loco_ad.errors import DataError
 from loco_ad.io import write_atomic, write_csv, write_json
 from loco_ad.metrics import pixel_metrics
@@ -226,8 +226,8 @@ def write_package(folder: Path, preset: str) -> Path:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python experiments/vand2025.py", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data-root", help=f"MVTec LOCO AD root folder (default: ${DATA_ENV})")
-    parser.add_argument("--category", nargs="+", help="run only these categories (default: all five, all required)")
+    parser.add_argument("--data-root", help=f"MVTec LOCO AD root folder (default: ${DATA_ENV}, else the bundled sample)")
+    parser.add_argument("--category", nargs="+", help="run only these categories (default: all five, all required; the bundled sample's one)")
     parser.add_argument("--out", type=Path, default=Path("runs/vand2025"), help="output folder (default runs/vand2025)")
     parser.add_argument("--no-pixel", action="store_true", help="skip pixel_score (NaN)")
     parser.add_argument("--package", type=Path, metavar="FOLDER", help="write the submission package to FOLDER and exit")
@@ -243,9 +243,11 @@ def main(argv: list[str] | None = None) -> int:
             model_file = write_package(args.package, args.preset)
             print(f"submission package written to {args.package}/ (model: {model_file}, preset {args.preset})")
             return 0
-        root = data_root(args.data_root)
-        datasets = [load_category(root, name) for name in protocol_categories(root, args.category)]
-        pipeline = pipeline_from_args(args, input_size=VAND_SIZE)
+        config = config_from_args(args, input_size=VAND_SIZE)
+        root = data_root_or_sample(args.data_root)
+        names = args.category or (["all"] if root == SAMPLE_ROOT else None)  # the sample holds one category
+        datasets = [load_category(root, name) for name in protocol_categories(root, names)]
+        pipeline = pipeline_from_args(args, config)
         rows, result = run_protocol(pipeline, datasets, args.out / "images_256", pixel=not args.no_pixel)
         summary = result.summary()
         write_csv(args.out / "metrics.csv", rows, METRICS_COLUMNS)

@@ -5,23 +5,34 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Callable
 
 from loco_ad.cache import AnalysisCache, default_cache_dir
-from loco_ad.config import ALIGNMENTS, PRESETS, get_preset, parse_scorers
-from loco_ad.data import DATA_ENV, DEFAULT_SEEDS, DEFAULT_SHOTS
-from loco_ad.errors import LocoAdError
+from loco_ad.config import ALIGNMENTS, ALL_SCORERS, DEFAULT_SCORERS, PRESETS, PipelineConfig, get_preset, parse_scorers
+from loco_ad.data import DATA_ENV, DEFAULT_SEEDS, DEFAULT_SHOTS, SAMPLE_ROOT, data_root
+from loco_ad.errors import ConfigError, LocoAdError
+
+
+def describe_preset(config: PipelineConfig) -> str:
+    """One line of what a preset runs, e.g. ``SAM vit_h + dinov2-giant @ 518 px (weights)``, for ``--help``."""
+    segmenter, embedder = config.segmenter, config.embedder
+    segments = f"SAM {segmenter.sam_model}" if segmenter.kind == "sam" else "colour clusters"
+    features = embedder.model_id.split("/")[-1] if embedder.kind == "dinov2" else "handcrafted descriptors"
+    weights = "weights" if segmenter.kind == "sam" or embedder.kind == "dinov2" else "no weights"
+    return f"{segments} + {features} @ {embedder.image_size} px ({weights})"
 
 
 def add_pipeline_arguments(parser: argparse.ArgumentParser, default_preset: str = "paper") -> None:
     """Add --preset, --scorers, --alignment, --weights-dir, --cache-dir, --no-cache, --device and --quiet."""
     group = parser.add_argument_group("pipeline")
-    group.add_argument("--preset", default=default_preset, help=f"model preset: {', '.join(PRESETS)} (default {default_preset})")
+    presets = "; ".join(f"{name}: {describe_preset(config)}" for name, config in PRESETS.items())
+    group.add_argument("--preset", default=default_preset, help=f"model preset (default {default_preset}) — {presets}")
     group.add_argument(
         "--scorers",
-        help="comma-separated scorer ids (default: the preset's ensemble class_agnostic,foreground,histogram)",
+        help=f"comma-separated scorer ids from {', '.join(ALL_SCORERS)} (default: {','.join(DEFAULT_SCORERS)})",
     )
     group.add_argument("--alignment", choices=ALIGNMENTS, help="alignment strategy (default: the preset's)")
     group.add_argument("--weights-dir", type=Path, help="folder with model weights (default: $LOCO_AD_WEIGHTS, then the HF/torch caches)")
@@ -33,7 +44,7 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser, default_preset: str 
 
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     """Add --data-root and --category (default: every category present)."""
-    parser.add_argument("--data-root", help=f"MVTec LOCO AD root folder (default: ${DATA_ENV})")
+    parser.add_argument("--data-root", help=f"MVTec LOCO AD root folder (default: ${DATA_ENV}, else the bundled sample)")
     parser.add_argument("--category", nargs="+", default=["all"], help="categories, or 'all' (default all present)")
 
 
@@ -53,18 +64,59 @@ def print_summary(summary: dict[str, float], pipeline) -> None:
         print(f"cache: {pipeline.cache.hits} hits, {pipeline.cache.misses} misses ({pipeline.cache.root})")
 
 
-def pipeline_from_args(args: argparse.Namespace, input_size: tuple[int, int] | None = None):
-    """The ``Pipeline`` the parsed arguments describe (raises ``LocoAdError`` for bad values).
+def data_root_or_sample(value: str | None) -> Path:
+    """The data root of ``--data-root`` or ``$LOCO_AD_DATA``; with neither, the bundled sample, said on stderr.
 
-    ``input_size`` (height, width), when given, is the size every image is resized to before the model.
+    Arguments:
+      value: the ``--data-root`` argument, or None.
+    Returns:
+      the data root (``loco_ad.data.SAMPLE_ROOT`` for the sample).
+    Raises:
+      DataError: the given folder does not exist.
     """
-    from loco_ad.pipeline import Pipeline  # torch and the stages load only when a command needs them
+    if value is None and not os.environ.get(DATA_ENV):
+        print(f"no --data-root or ${DATA_ENV}: using the bundled sample {SAMPLE_ROOT} "
+              "(a few MVTec LOCO juice_bottle images, CC BY-NC-SA 4.0)", file=sys.stderr)
+        return SAMPLE_ROOT
+    return data_root(value)
 
+
+def check_out_dir(path: Path) -> None:
+    """Raise ``ConfigError`` unless ``path`` is, or can be made, a folder (checked before any work).
+
+    Arguments:
+      path: the ``--out`` folder.
+    """
+    existing = next(p for p in (path, *path.parents) if p.exists())  # "." or "/" at the latest
+    if not existing.is_dir():
+        raise ConfigError(f"--out {path}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK):
+        raise ConfigError(f"--out {path}: {existing} is not writable")
+
+
+def config_from_args(args: argparse.Namespace, input_size: tuple[int, int] | None = None) -> PipelineConfig:
+    """The pipeline settings the parsed arguments describe, checked without importing torch or any model.
+
+    Arguments:
+      args: parsed ``add_pipeline_arguments`` arguments.
+      input_size: (height, width) every image is resized to before the models, or None.
+    Returns:
+      the ``PipelineConfig``.
+    Raises:
+      ConfigError: unknown preset, scorer or alignment.
+    """
     config = dataclasses.replace(get_preset(args.preset), input_size=input_size)
     if args.scorers:
         config = config.with_scorers(parse_scorers(args.scorers))
     if args.alignment:
         config = dataclasses.replace(config, alignment=args.alignment)
+    return config
+
+
+def pipeline_from_args(args: argparse.Namespace, config: PipelineConfig):
+    """The ``Pipeline`` running ``config`` with the cache, weights, device and progress settings of ``args``."""
+    from loco_ad.pipeline import Pipeline  # torch and the stages load only when a command needs them
+
     cache = None if args.no_cache else AnalysisCache(args.cache_dir or default_cache_dir())
     return Pipeline(config, cache=cache, weights_dir=args.weights_dir, device=args.device, progress=not args.quiet)
 

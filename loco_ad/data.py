@@ -39,6 +39,9 @@ IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".ti
 DEFAULT_SEEDS: tuple[int, ...] = (42, 0, 1234)
 DEFAULT_SHOTS: tuple[int, ...] = (1, 2, 4, 8)
 DATA_ENV = "LOCO_AD_DATA"
+# A few juice_bottle images of MVTec LOCO AD shipped with the package (CC BY-NC-SA 4.0,
+# see its README.md): the data root the CLIs use when none is given.
+SAMPLE_ROOT = Path(__file__).resolve().parent / "sample_data"
 
 AnomalyType = Literal["good", "logical", "structural"]
 # test sub-folder -> anomaly type
@@ -357,6 +360,19 @@ def saturation_scale(category: str, size: tuple[int, int]) -> float:
     if category not in ORIGINAL_AREAS:
         raise ConfigError(f"unknown category {category!r}; choose from {', '.join(CATEGORIES)}")
     return size[0] * size[1] / ORIGINAL_AREAS[category]
+
+
+def check_shots(datasets: Sequence[CategoryData], shots: Sequence[int]) -> None:
+    """Raise before any work when a k cannot be drawn: ``ConfigError`` below 1, ``DataError`` above a category's good images."""
+    if min(shots, default=1) < 1:
+        raise ConfigError(f"k must be at least 1, got {min(shots)}")
+    for data in datasets:
+        too_many = [k for k in shots if k > len(data.train)]
+        if too_many:
+            raise DataError(
+                f"k = {max(too_many)} exceeds the {len(data.train)} good training images of {data.name}; "
+                f"use --shots up to {len(data.train)}"
+            )
 
 
 def draw_references(train: Sequence[Path], k: int, seed: int) -> list[Path]:

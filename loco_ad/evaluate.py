@@ -8,17 +8,18 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import cv2
 import numpy as np
 from tqdm.auto import tqdm
 
 from loco_ad.analysis import Prediction
-from loco_ad.data import CategoryData, DefectConfig, draw_references, read_mask_channels, saturation_scale
-from loco_ad.errors import DataError
+from loco_ad.data import CategoryData, DefectConfig, check_shots, draw_references, read_mask_channels, saturation_scale
 from loco_ad.metrics import aufc, image_metrics, normalized_aufc, pixel_metrics, spro_auc
-from loco_ad.pipeline import Pipeline
+
+if TYPE_CHECKING:  # only annotations: importing this module loads neither torch nor the stages
+    from loco_ad.pipeline import Pipeline
 
 logger = logging.getLogger(__name__)
 
@@ -86,17 +87,6 @@ def saturation_defects(data: CategoryData, masks: Sequence[np.ndarray]) -> Seque
         logger.warning("%s: ground-truth masks are binary; sPRO is computed as plain PRO (no saturation)", data.name)
         return None
     return data.defects
-
-
-def check_shots(datasets: Sequence[CategoryData], shots: Sequence[int]) -> None:
-    """Raise ``DataError`` before any work if a k exceeds the good images of a category."""
-    for data in datasets:
-        too_many = [k for k in shots if k > len(data.train)]
-        if too_many:
-            raise DataError(
-                f"k = {max(too_many)} exceeds the {len(data.train)} good training images of {data.name}; "
-                f"use --shots up to {len(data.train)}"
-            )
 
 
 def evaluate(

@@ -2,10 +2,13 @@
 
 Weights are looked for, in order, in an explicit folder (``weights_dir`` or the
 environment variable ``LOCO_AD_WEIGHTS``), in the local torch hub / Hugging
-Face cache, and only then downloaded. With downloads off (``HF_HUB_OFFLINE=1``
-or ``TRANSFORMERS_OFFLINE=1``) or failing, a missing model raises
-``ModelWeightsError`` saying which file is missing and where to put it; there
-is never a silent fallback to other weights.
+Face cache, and only then downloaded. ``check_weights`` looks for every model a
+pipeline needs before any is loaded; with downloads off (``HF_HUB_OFFLINE=1``
+or ``TRANSFORMERS_OFFLINE=1``) or the download host unreachable (one TCP probe
+with a short timeout), a missing model raises ``ModelWeightsError`` naming
+every missing file and the ways to supply it; there is never a silent fallback
+to other weights. Weights found in the Hugging Face cache load without asking
+the hub for updates.
 
 Layout of a weights folder::
 
@@ -17,9 +20,14 @@ Layout of a weights folder::
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import socket
 from pathlib import Path
+from typing import Iterator
+from urllib.parse import urlsplit
+from urllib.request import getproxies
 
 import torch
 from segment_anything import sam_model_registry
@@ -38,6 +46,7 @@ SAM_CHECKPOINTS: dict[str, str] = {
     "vit_b": "sam_vit_b_01ec64.pth",
 }
 SAM_URL = "https://dl.fbaipublicfiles.com/segment_anything/{}"
+PROBE_TIMEOUT_S = 3.0  # how long check_weights waits for a download host to answer
 
 # The published DINOv2 architectures as ``Dinov2Config`` keyword arguments.
 DINOV2_CONFIGS: dict[str, dict] = {
@@ -81,10 +90,108 @@ def _weights_dir(weights_dir: Path | None) -> Path | None:
 
 
 def _how_to_supply(target: str) -> str:
+    from huggingface_hub import constants
+
     return (
         f"put {target} in a folder and pass it with --weights-dir (or set {WEIGHTS_ENV}), "
-        "or run once with network access (HF_HUB_OFFLINE unset) to fill the local cache"
+        f"or place it in the local caches ({Path(torch.hub.get_dir()) / 'checkpoints'}, {constants.HF_HUB_CACHE}), "
+        "or run once with network access (HF_HUB_OFFLINE unset) to download it there"
     )
+
+
+def _sam_candidates(model_type: str, weights_dir: Path | None) -> list[Path]:
+    """Where the SAM checkpoint of ``model_type`` is looked for, in order (the last is the download target)."""
+    if model_type not in SAM_CHECKPOINTS:
+        raise ConfigError(f"unknown SAM model {model_type!r}; choose from {', '.join(SAM_CHECKPOINTS)}")
+    filename = SAM_CHECKPOINTS[model_type]
+    explicit = _weights_dir(weights_dir)
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / filename
+    return ([explicit / filename] if explicit else []) + [cached]
+
+
+def _dinov2_local_folder(model_id: str, weights_dir: Path | None) -> Path | None:
+    """The folder ``<weights_dir>/<last part of model_id>`` when it holds a ``config.json``, else None."""
+    explicit = _weights_dir(weights_dir)
+    local = explicit / model_id.rstrip("/").split("/")[-1] if explicit else None
+    return local if local is not None and (local / "config.json").is_file() else None
+
+
+def _dinov2_in_hub_cache(model_id: str) -> bool:
+    """True when the Hugging Face cache holds ``model_id``'s config and safetensors weights (no network)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    def cached(name: str) -> bool:
+        return isinstance(try_to_load_from_cache(model_id, name), str)
+
+    return cached("config.json") and (cached("model.safetensors") or cached("model.safetensors.index.json"))
+
+
+def _reachable(url: str, timeout: float) -> bool:
+    """True when a TCP connection to ``url``'s host (or to the HTTPS proxy, when one is set) opens within ``timeout`` s."""
+    target = urlsplit(getproxies().get("https") or url)
+    port = target.port or (443 if target.scheme == "https" else 80)
+    try:
+        with socket.create_connection((target.hostname, port), timeout=timeout):
+            return True
+    except OSError:  # DNS failure, refused, timed out
+        return False
+
+
+def check_weights(
+    sam_model: str | None = None,
+    dinov2_id: str | None = None,
+    weights_dir: Path | None = None,
+    timeout: float = PROBE_TIMEOUT_S,
+) -> None:
+    """Make sure the named models can be loaded, before any of them is: on disk, or downloadable now.
+
+    Each model is looked for where ``load_sam`` / ``load_dinov2`` look, without
+    loading it. For the missing ones, unless downloads are off, each download
+    host is probed once (a TCP connection, at most ``timeout`` seconds), so that
+    a machine without network fails at once instead of after the hub's retries.
+
+    Arguments:
+      sam_model: the SAM backbone a segmenter needs (``vit_h``, ``vit_l``, ``vit_b``), or None.
+      dinov2_id: the Hugging Face id of the DINOv2 an embedder needs, or None.
+      weights_dir: folder looked in first; defaults to ``$LOCO_AD_WEIGHTS``.
+      timeout: seconds to wait for each download host.
+    Raises:
+      ModelWeightsError: one message naming every missing file and the ways to supply it.
+    """
+    from huggingface_hub import constants
+
+    missing: dict[str, str] = {}  # what is missing -> where it would be downloaded from
+    if sam_model is not None and not any(path.is_file() for path in _sam_candidates(sam_model, weights_dir)):
+        missing[f"SAM checkpoint {SAM_CHECKPOINTS[sam_model]}"] = SAM_URL.format(SAM_CHECKPOINTS[sam_model])
+    if dinov2_id is not None and _dinov2_local_folder(dinov2_id, weights_dir) is None and not _dinov2_in_hub_cache(dinov2_id):
+        folder = dinov2_id.rstrip("/").split("/")[-1]
+        missing[f"DINOv2 {dinov2_id} (a save_pretrained folder {folder}/)"] = f"{constants.ENDPOINT}/{dinov2_id}"
+    if not missing:
+        return
+    if downloads_disabled():
+        reason = "downloads are off (HF_HUB_OFFLINE)"
+    else:
+        hosts = {urlsplit(url).hostname: url for url in missing.values()}
+        unreachable = [host for host, url in hosts.items() if not _reachable(url, timeout)]
+        if not unreachable:
+            return
+        reason = f"{' and '.join(unreachable)} cannot be reached"
+    raise ModelWeightsError(
+        f"model weights missing: {' and '.join(missing)}; not on disk and {reason}; "
+        f"{_how_to_supply('them')} (or use --preset offline, which needs no weights)"
+    )
+
+
+@contextlib.contextmanager
+def _hub_warnings_off() -> Iterator[None]:
+    """Silence the Hugging Face hub's own warnings (its retries; printed twice otherwise) while loading."""
+    hub_logger = logging.getLogger("huggingface_hub")
+    level = hub_logger.level
+    hub_logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        hub_logger.setLevel(level)
 
 
 def sam_checkpoint_path(model_type: str, weights_dir: Path | None = None) -> Path:
@@ -96,12 +203,9 @@ def sam_checkpoint_path(model_type: str, weights_dir: Path | None = None) -> Pat
     Returns:
       the path of the checkpoint file.
     """
-    if model_type not in SAM_CHECKPOINTS:
-        raise ConfigError(f"unknown SAM model {model_type!r}; choose from {', '.join(SAM_CHECKPOINTS)}")
+    candidates = _sam_candidates(model_type, weights_dir)
     filename = SAM_CHECKPOINTS[model_type]
-    explicit = _weights_dir(weights_dir)
-    cached = Path(torch.hub.get_dir()) / "checkpoints" / filename
-    candidates = ([explicit / filename] if explicit else []) + [cached]
+    cached = candidates[-1]
     for path in candidates:
         if path.is_file():
             return path
@@ -178,12 +282,13 @@ def load_dinov2(model_id: str, weights_dir: Path | None = None, device: str = "c
     explicit = _weights_dir(weights_dir)
     local = explicit / folder_name if explicit else None
     offline = downloads_disabled()
-    if local is not None and (local / "config.json").is_file():
+    if _dinov2_local_folder(model_id, weights_dir) is not None:
         source, options = str(local), {"local_files_only": True}
-    else:
-        source, options = model_id, {"local_files_only": offline}
+    else:  # a copy in the hub cache loads without asking the hub for a newer revision
+        source, options = model_id, {"local_files_only": offline or _dinov2_in_hub_cache(model_id)}
     try:
-        model = Dinov2Model.from_pretrained(source, use_safetensors=True, **options)
+        with _hub_warnings_off():
+            model = Dinov2Model.from_pretrained(source, use_safetensors=True, **options)
     except (OSError, ValueError) as error:
         if source != model_id:
             raise ModelWeightsError(

@@ -63,6 +63,17 @@ def _segmenter_class(kind: str) -> type:
     return ColourClusterSegmenter
 
 
+def check_weights_for(config: PipelineConfig, weights_dir: Path | None) -> None:
+    """Raise ``ModelWeightsError`` naming every model of ``config`` that is neither on disk nor downloadable now."""
+    from loco_ad.models import check_weights
+
+    check_weights(
+        sam_model=config.segmenter.sam_model if config.segmenter.kind == "sam" else None,
+        dinov2_id=config.embedder.model_id if config.embedder.kind == "dinov2" else None,
+        weights_dir=weights_dir,
+    )
+
+
 def build_segmenter(config: PipelineConfig, weights_dir: Path | None, device: str) -> Segmenter:
     """The segmenter ``config`` names, its weights loaded through ``loco_ad.models``.
 
@@ -73,6 +84,7 @@ def build_segmenter(config: PipelineConfig, weights_dir: Path | None, device: st
         from loco_ad.models import load_sam, resolve_device
         from loco_ad.stages.segment import SamSegmenter
 
+        check_weights_for(config, weights_dir)
         model = load_sam(settings.sam_model, weights_dir, resolve_device(device))
         return SamSegmenter(model, points_per_side=settings.points_per_side, min_area=settings.min_area)
     from loco_ad.stages.colour_segment import ColourClusterSegmenter
@@ -90,6 +102,7 @@ def build_embedder(config: PipelineConfig, weights_dir: Path | None, device: str
         from loco_ad.models import load_dinov2, resolve_device
         from loco_ad.stages.embed import Dinov2Embedder
 
+        check_weights_for(config, weights_dir)
         device = resolve_device(device)
         return Dinov2Embedder(load_dinov2(settings.model_id, weights_dir, device), patch_size=settings.patch_size, device=device)
     from loco_ad.stages.handcrafted import HandcraftedEmbedder
@@ -241,14 +254,16 @@ class Pipeline:
         batch = 8
         items = list(pending.items())
         prepared: dict[str, PreparedImage] = {}
+        embedder = self.embedder  # models load (or fail) before the progress bar opens
+        segmenter = self.segmenter if self.segments_per_image else None
         with tqdm(total=len(items), desc="analysing images", unit="img", disable=not progress) as bar:
             for start in range(0, len(items), batch):
                 chunk = items[start : start + batch]
-                features = self.embedder.embed([rgb for _, rgb in chunk])
+                features = embedder.embed([rgb for _, rgb in chunk])
                 for (key, rgb), patches in zip(chunk, features):
                     arrays = {"patches": patches.astype(np.float32)}
-                    if self.segments_per_image:
-                        arrays["segment_map"] = self.segmenter.segment(rgb).astype(np.int32)
+                    if segmenter is not None:
+                        arrays["segment_map"] = segmenter.segment(rgb).astype(np.int32)
                     if self.cache is not None:
                         self.cache.save(key, arrays)
                     prepared[key] = self._prepared_image(rgb, arrays)

@@ -24,7 +24,7 @@ from typing import Sequence
 
 from tqdm.auto import tqdm
 
-from loco_ad.cli import add_pipeline_arguments, pipeline_from_args, run_main
+from loco_ad.cli import add_pipeline_arguments, check_out_dir, config_from_args, pipeline_from_args, run_main
 from loco_ad.data import list_images, read_image
 from loco_ad.errors import DataError, ImageReadError
 from loco_ad.report import (
@@ -138,11 +138,11 @@ def run(args: argparse.Namespace) -> int:
     Raises:
       LocoAdError: a usage error, raised before any result file is written.
     """
-    if args.out.exists() and not args.out.is_dir():
-        raise DataError(f"output path {args.out} is a file; give a folder with --out")
+    config = config_from_args(args)
+    check_out_dir(args.out)
     good = _list(args.good, "good")
     images = _list(args.images, "images")
-    pipeline = pipeline_from_args(args)
+    pipeline = pipeline_from_args(args, config)  # torch and the models load from here on
     try:
         pipeline.fit(good)
     except ImageReadError as error:

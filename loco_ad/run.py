@@ -5,7 +5,9 @@ Example::
     python -m loco_ad.run --data-root DATA --category juice_bottle --shots 1 2 4 8 --preset offline --out runs/jb
 
 Writes OUT/scores.csv, OUT/metrics.csv and OUT/results.json (and OUT/report/
-with --report), prints a table of the metrics averaged over seeds.
+with --report), prints a table of the metrics averaged over seeds. Without
+--data-root or LOCO_AD_DATA it runs on the sample bundled with the package
+(``loco_ad/sample_data``: a few juice_bottle images).
 """
 
 from __future__ import annotations
@@ -18,8 +20,17 @@ from pathlib import Path
 import numpy as np
 
 from loco_ad.analysis import Prediction
-from loco_ad.cli import add_evaluation_arguments, add_pipeline_arguments, pipeline_from_args, print_summary, run_main
-from loco_ad.data import CategoryData, data_root, load_category, read_mask, resolve_categories
+from loco_ad.cli import (
+    add_evaluation_arguments,
+    add_pipeline_arguments,
+    check_out_dir,
+    config_from_args,
+    data_root_or_sample,
+    pipeline_from_args,
+    print_summary,
+    run_main,
+)
+from loco_ad.data import CategoryData, check_shots, load_category, read_mask, resolve_categories
 from loco_ad.io import write_csv, write_json
 from loco_ad.report import ReportItem, ReportMeta, auto_threshold, write_image_report
 
@@ -33,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m loco_ad.run", description=__doc__.split("\n\n")[0])
     add_evaluation_arguments(parser, default_out="runs/latest")
     parser.add_argument("--no-pixel", action="store_true", help="skip the pixel metrics (pixel F1-max, pixel AUROC, sPRO)")
-    parser.add_argument("--report", action="store_true", help="write heat maps and OUT/report/report.html for the first seed and largest k")
+    parser.add_argument("--report", action="store_true", help="write heat maps and OUT/report/<category>/report.html for the first seed and largest k")
     add_pipeline_arguments(parser)
     return parser
 
@@ -104,9 +115,12 @@ def main(argv: list[str] | None = None) -> int:
     def body() -> int:
         from loco_ad.evaluate import evaluate
 
-        root = data_root(args.data_root)
+        config = config_from_args(args)
+        root = data_root_or_sample(args.data_root)
         datasets = [load_category(root, name) for name in resolve_categories(root, args.category)]
-        pipeline = pipeline_from_args(args)
+        check_shots(datasets, args.shots)
+        check_out_dir(args.out)
+        pipeline = pipeline_from_args(args, config)  # torch and the models load from here on
         report = EvaluationReport(pipeline, seed=args.seeds[0], k=max(args.shots)) if args.report else None
         result = evaluate(pipeline, datasets, args.seeds, args.shots, pixel=not args.no_pixel, on_predictions=report)
         scorer_columns = list(pipeline.config.scorers)

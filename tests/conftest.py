@@ -1,25 +1,55 @@
-"""Shared fixtures: the real MVTec LOCO subset (when present) and a tiny synthetic LOCO tree."""
+"""Shared fixtures: the bundled real sample, the larger real subset (when present) and a tiny synthetic LOCO tree."""
 
 from __future__ import annotations
 
+import os
+import socket
 from pathlib import Path
 
 import pytest
 
+from loco_ad.data import SAMPLE_ROOT
 from tests.loco_tree import make_loco_tree
 
+# The larger real subset (juice_bottle: 40 train, 22 good and 71 logical test images at 400×800):
+# $LOCO_AD_SHARED_DATA, else the project's shared folder beside the checkout.
+SHARED_DATA_ENV = "LOCO_AD_SHARED_DATA"
 LOCO_SUBSET = Path(__file__).resolve().parents[2] / "shared" / "data" / "mvtec_loco_subset"
 
 
 @pytest.fixture
+def loco_sample() -> Path:
+    """The data root of the sample shipped with the package (``juice_bottle``: 8 train, 6 good, 10 logical)."""
+    assert (SAMPLE_ROOT / "juice_bottle" / "train" / "good").is_dir(), f"the bundled sample is missing from {SAMPLE_ROOT}"
+    return SAMPLE_ROOT
+
+
+@pytest.fixture
 def loco_subset() -> Path:
-    """The data root of the shared real subset (``juice_bottle`` only); skips the test when absent."""
-    if not (LOCO_SUBSET / "juice_bottle").is_dir():
-        pytest.skip(f"real MVTec LOCO subset not found at {LOCO_SUBSET}")
-    return LOCO_SUBSET
+    """The data root of the larger real subset; skips the test when it is absent.
+
+    Found at ``$LOCO_AD_SHARED_DATA`` or ``../shared/data/mvtec_loco_subset`` beside the checkout.
+    """
+    root = Path(os.environ.get(SHARED_DATA_ENV) or LOCO_SUBSET)
+    if not (root / "juice_bottle").is_dir():
+        pytest.skip(f"real MVTec LOCO subset not found at {root} (set {SHARED_DATA_ENV} to its folder)")
+    return root
 
 
 @pytest.fixture
 def tiny_loco_root(tmp_path: Path) -> Path:
     """Data root of a tiny synthetic ``juice_bottle`` category (6 train, 2 validation, 3 good, 3 logical, 2 structural)."""
     return make_loco_tree(tmp_path / "loco")
+
+
+@pytest.fixture
+def no_network(monkeypatch: pytest.MonkeyPatch) -> str:
+    """HTTPS through a closed local port: a probe of any download host fails at once and nothing leaves the machine.
+
+    Returns the proxy URL set as ``https_proxy``.
+    """
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        proxy = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    monkeypatch.setenv("https_proxy", proxy)
+    return proxy

@@ -96,11 +96,11 @@ def load(path: Path) -> np.ndarray:
     return cv2.resize(rgb, (224, 448), interpolation=cv2.INTER_AREA)
 
 
-def test_real_juice_bottle(loco_subset: Path) -> None:
-    references = [load(loco_subset / "juice_bottle" / "train" / "good" / f"{i:03d}.png") for i in range(8)]
+def test_real_juice_bottle(loco_sample: Path) -> None:
+    references = [load(path) for path in sorted((loco_sample / "juice_bottle" / "train" / "good").glob("*.png"))]
     segmenter = ColourClusterSegmenter().fit(references)
-    for index in (10, 20, 30):
-        image = load(loco_subset / "juice_bottle" / "train" / "good" / f"{index:03d}.png")
+    for index in (0, 1, 3):  # banana, cherry, orange juice
+        image = load(loco_sample / "juice_bottle" / "test" / "good" / f"{index:03d}.png")
         start = time.perf_counter()
         partition = segmenter.segment(image)
         elapsed = time.perf_counter() - start

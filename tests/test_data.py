@@ -27,35 +27,43 @@ from loco_ad.errors import ConfigError, DataError, ImageReadError
 from tests.loco_tree import DEFECTS, make_loco_tree
 from tests.scenes import make_scene
 
-# ---------------------------------------------------------------- real subset
+# ---------------------------------------------------------------- real data
 
 
-def test_subset_counts_and_masks(loco_subset: Path) -> None:
-    data = load_category(loco_subset, "juice_bottle")
+def test_sample_counts_and_masks(loco_sample: Path) -> None:
+    data = load_category(loco_sample, "juice_bottle")
     types = [s.anomaly_type for s in data.test]
-    assert (len(data.train), len(data.validation)) == (40, 10)
-    assert (types.count("good"), types.count("logical"), types.count("structural")) == (22, 71, 0)
+    assert (len(data.train), len(data.validation)) == (8, 0)
+    assert (types.count("good"), types.count("logical"), types.count("structural")) == (6, 10, 0)
     assert data.train == sorted(data.train) and data.train[0].name == "000.png"
-    assert all(s.label == 1 and len(s.mask_paths) >= 1 for s in data.test if s.anomaly_type == "logical")
+    assert all(s.label == 1 and len(s.mask_paths) == 1 for s in data.test if s.anomaly_type == "logical")
     assert all(s.mask_paths[0].parent.name == s.path.stem for s in data.test if s.label)
     assert {d.name for d in data.defects} >= {"missing_top_label", "juice_color"} and len(data.defects) == 18
 
     sample = next(s for s in data.test if s.label)
     image = read_image(sample.path)
     mask = read_mask(sample)
-    assert image.shape == (800, 400, 3) and image.dtype == np.uint8
-    assert mask.shape == (800, 400) and set(np.unique(mask)) == {0, 255}
+    assert image.shape == (400, 200, 3) and image.dtype == np.uint8
+    assert mask.shape == (400, 200) and set(np.unique(mask)) == {0, 255}
     small = read_mask(sample, size=(200, 100))
     assert small.shape == (200, 100) and set(np.unique(small)) <= {0, 255} and small.any()
     assert read_image(sample.path, size=(256, 256)).shape == (256, 256, 3)
-    assert resolve_categories(loco_subset, "all") == ["juice_bottle"]
+    assert resolve_categories(loco_sample, "all") == ["juice_bottle"]
 
 
-def test_subset_reference_draw(loco_subset: Path) -> None:
-    train = load_category(loco_subset, "juice_bottle").train
+def test_sample_reference_draw(loco_sample: Path) -> None:
+    train = load_category(loco_sample, "juice_bottle").train
     torch.manual_seed(42)
-    expected = torch.randperm(len(train))[:8].tolist()
-    assert draw_references(train, 8, 42) == [train[i] for i in expected]
+    expected = torch.randperm(len(train))[:4].tolist()
+    assert draw_references(train, 4, 42) == [train[i] for i in expected]
+
+
+def test_subset_counts(loco_subset: Path) -> None:
+    data = load_category(loco_subset, "juice_bottle")
+    types = [s.anomaly_type for s in data.test]
+    assert (len(data.train), len(data.validation)) == (40, 10)
+    assert (types.count("good"), types.count("logical"), types.count("structural")) == (22, 71, 0)
+    assert read_image(data.train[0]).shape == (800, 400, 3)
 
 
 # ---------------------------------------------------------------- tiny tree

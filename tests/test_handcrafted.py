@@ -76,8 +76,8 @@ def test_parts_have_distinct_descriptors() -> None:
     assert similarity[~np.eye(3, dtype=bool)].max() < 0.9
 
 
-def test_real_image_timing(loco_subset: Path) -> None:
-    rgb = cv2.cvtColor(cv2.imread(str(loco_subset / "juice_bottle" / "train" / "good" / "000.png")), cv2.COLOR_BGR2RGB)
+def test_real_image_timing(loco_sample: Path) -> None:
+    rgb = cv2.cvtColor(cv2.imread(str(loco_sample / "juice_bottle" / "train" / "good" / "000.png")), cv2.COLOR_BGR2RGB)
     rgb = cv2.resize(rgb, (224, 448), interpolation=cv2.INTER_AREA)
     embedder = HandcraftedEmbedder(patch_size=PATCH)
     embedder.embed([rgb])

@@ -216,8 +216,8 @@ def test_spro_on_tiny_tree(tiny_loco_root) -> None:
     assert pixel_metrics(union, noisy)[0] > 0.5
 
 
-def test_spro_on_real_masks_runs_fast(loco_subset) -> None:
-    data = load_category(loco_subset, "juice_bottle")
+def test_spro_on_real_masks_runs_fast(loco_sample) -> None:
+    data = load_category(loco_sample, "juice_bottle")
     size = (200, 100)
     masks = [read_mask(s, size) for s in data.test]
     rng = np.random.default_rng(5)

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+import socket
+import time
 from pathlib import Path
 
 import pytest
 import torch
+from huggingface_hub import constants as hub_constants
 from transformers import Dinov2Model
 
 from loco_ad import models
@@ -20,6 +24,7 @@ def isolated(monkeypatch, tmp_path):
     """Empty caches, no LOCO_AD_WEIGHTS, the tiny SAM standing in for ViT-B, downloads forbidden unless mocked."""
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))  # read at import otherwise
     monkeypatch.delenv(models.WEIGHTS_ENV, raising=False)
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
@@ -156,6 +161,84 @@ def test_dinov2_online_may_download(isolated, monkeypatch):
     monkeypatch.setattr(Dinov2Model, "from_pretrained", classmethod(fake))
     models.load_dinov2("facebook/dinov2-small")
     assert calls == [("facebook/dinov2-small", {"use_safetensors": True, "local_files_only": False})]
+
+
+def fill_hub_cache(root: Path, model_id: str, model: Dinov2Model) -> None:
+    """Lay out ``model`` as the Hugging Face hub cache holds a downloaded ``model_id``."""
+    repo = root / "hf" / "hub" / f"models--{model_id.replace('/', '--')}"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("0" * 40)
+    model.save_pretrained(repo / "snapshots" / ("0" * 40))
+
+
+def test_dinov2_from_hub_cache_without_asking_the_hub(isolated, monkeypatch):
+    saved = tiny_dinov2(seed=4)
+    fill_hub_cache(isolated, "facebook/dinov2-small", saved)
+    calls = []
+    real = Dinov2Model.from_pretrained.__func__
+
+    def spy(cls, source, **kwargs):
+        calls.append((source, kwargs))
+        return real(cls, source, **kwargs)
+
+    monkeypatch.setattr(Dinov2Model, "from_pretrained", classmethod(spy))
+    assert_same_weights(models.load_dinov2("facebook/dinov2-small"), saved.state_dict())
+    assert calls == [("facebook/dinov2-small", {"use_safetensors": True, "local_files_only": True})]
+
+
+def test_hub_warnings_are_silenced_while_loading(isolated, monkeypatch, caplog):
+    def retrying(cls, source, **kwargs):
+        logging.getLogger("huggingface_hub.utils._http").warning("Retrying in 1s [Retry 1/5].")
+        return tiny_dinov2()
+
+    monkeypatch.setattr(Dinov2Model, "from_pretrained", classmethod(retrying))
+    level = logging.getLogger("huggingface_hub").level
+    with caplog.at_level(logging.INFO):
+        models.load_dinov2("facebook/dinov2-small")
+    assert not [r for r in caplog.records if r.name.startswith("huggingface_hub")]
+    assert logging.getLogger("huggingface_hub").level == level
+
+
+@pytest.fixture
+def no_probe(monkeypatch):
+    def fail(*args, **kwargs):
+        raise AssertionError("no download host may be probed when nothing needs downloading")
+
+    monkeypatch.setattr(socket, "create_connection", fail)
+
+
+def test_check_weights_finds_everything_on_disk(isolated, no_probe):
+    save_tiny_sam(isolated / "weights" / SAM_FILE)
+    tiny_dinov2().save_pretrained(isolated / "weights" / "dinov2-small")
+    models.check_weights("vit_b", "facebook/dinov2-small", weights_dir=isolated / "weights")
+    models.check_weights(None, None)  # a weight-free pipeline needs nothing
+
+
+def test_check_weights_offline_names_every_missing_file_in_one_line(isolated, no_probe, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelWeightsError) as info:
+        models.check_weights("vit_b", "facebook/dinov2-small", weights_dir=isolated / "weights")
+    message = str(info.value)
+    assert "\n" not in message and SAM_FILE in message and "facebook/dinov2-small" in message
+    assert "downloads are off" in message
+    assert "--weights-dir" in message and models.WEIGHTS_ENV in message  # way 1
+    assert str(isolated / "torch" / "hub" / "checkpoints") in message and hub_constants.HF_HUB_CACHE in message  # way 2
+    assert "network access" in message  # way 3
+
+
+def test_check_weights_fails_at_once_when_the_hosts_cannot_be_reached(isolated, no_network):
+    save_tiny_sam(_cache_path(isolated))  # SAM is on disk: only the DINOv2 host is probed
+    start = time.perf_counter()
+    with pytest.raises(ModelWeightsError, match="huggingface.co cannot be reached") as info:
+        models.check_weights("vit_b", "facebook/dinov2-small")
+    assert time.perf_counter() - start < models.PROBE_TIMEOUT_S
+    assert SAM_FILE not in str(info.value) and "dinov2-small" in str(info.value)
+
+
+def test_check_weights_lets_a_download_start_when_the_host_answers(isolated, monkeypatch):
+    with socket.create_server(("127.0.0.1", 0)) as proxy:
+        monkeypatch.setenv("https_proxy", f"http://127.0.0.1:{proxy.getsockname()[1]}")
+        models.check_weights("vit_b", "facebook/dinov2-small")
 
 
 @pytest.mark.parametrize("model_id", sorted(models.DINOV2_CONFIGS))

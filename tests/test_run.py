@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import csv
 import json
-import shutil
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -70,9 +72,7 @@ def _error(tmp_path: Path, capsys, *args: str) -> str:
     return lines[0]
 
 
-def test_missing_data_root(tmp_path, capsys, monkeypatch):
-    monkeypatch.delenv("LOCO_AD_DATA", raising=False)
-    assert "LOCO_AD_DATA" in _error(tmp_path, capsys)
+def test_missing_data_root(tmp_path, capsys):
     assert "nowhere" in _error(tmp_path, capsys, "--data-root", str(tmp_path / "nowhere"))
 
 
@@ -103,34 +103,53 @@ def test_truncated_image_is_named(tmp_path, tiny_loco_root, capsys):
     assert str(broken) in _error(tmp_path, capsys, "--data-root", str(tiny_loco_root), "--shots", "1", "--seeds", "0")
 
 
-def test_real_subset_few_images(tmp_path, loco_subset):
-    """The offline preset end to end on a handful of real juice_bottle images."""
-    source = loco_subset / "juice_bottle"
-    root = tmp_path / "data"
-    target = root / "juice_bottle"
-    for split, count in (("train/good", 3), ("test/good", 2), ("test/logical_anomalies", 2)):
-        (target / split).mkdir(parents=True)
-        for path in sorted((source / split).glob("*.png"))[:count]:
-            shutil.copy(path, target / split / path.name)
-    for path in sorted((source / "test" / "logical_anomalies").glob("*.png"))[:2]:
-        shutil.copytree(source / "ground_truth" / "logical_anomalies" / path.stem,
-                        target / "ground_truth" / "logical_anomalies" / path.stem)
-    shutil.copy(source / "defects_config.json", target)
+def test_bundled_sample_without_data_root(tmp_path, loco_sample, capsys, monkeypatch):
+    """The main job as the README runs it: no --data-root, no LOCO_AD_DATA, the offline preset on the real sample."""
+    monkeypatch.delenv("LOCO_AD_DATA", raising=False)
     out = tmp_path / "out"
-    assert _run(tmp_path, "--data-root", str(root), "--shots", "1", "2", "--seeds", "42", "--preset", "offline",
-                "--out", str(out)) == 0
+    assert _run(tmp_path, "--shots", "1", "2", "--seeds", "42", "--preset", "offline", "--out", str(out)) == 0
+    captured = capsys.readouterr()
+    assert captured.err.splitlines()[0].startswith("no --data-root or $LOCO_AD_DATA: using the bundled sample")
+    assert "image_auroc" in captured.out and f"results written to {out}/" in captured.out
+    assert json.loads((out / "results.json").read_text())["config"]["data_root"] == str(loco_sample)
     metrics = _rows(out / "metrics.csv")
     assert len(metrics) == 2
     assert all(0.0 <= float(r["pixel_auroc"]) <= 1.0 and 0.0 <= float(r["spro"]) <= 1.0 for r in metrics)
     assert all(0.0 <= float(r["pixel_score"]) <= 1.0 for r in metrics)
+    assert float(metrics[1]["image_auroc"]) > 0.6  # k = 2 ranks most of the 10 anomalies above the 6 good images
     scores = _rows(out / "scores.csv")
-    assert len(scores) == 2 * 4 and all(float(r["score"]) >= 0 for r in scores)
+    assert len(scores) == 2 * 16 and all(float(r["score"]) >= 0 for r in scores)
     # a second run without the cache redoes all model work and must give the same files
     again = tmp_path / "again"
-    assert run.main(["--data-root", str(root), "--shots", "1", "2", "--seeds", "42", "--preset", "offline",
-                     "--out", str(again), "--no-cache", "--quiet"]) == 0
+    assert run.main(["--shots", "1", "2", "--seeds", "42", "--preset", "offline", "--out", str(again), "--no-cache",
+                     "--quiet"]) == 0
     for name in ("scores.csv", "metrics.csv"):
         assert (again / name).read_text() == (out / name).read_text()
+
+
+def test_missing_weights_fail_at_once_in_one_line(tmp_path, capsys, monkeypatch, no_network):
+    """The paper preset with no weights anywhere and no network: exit 2 before any model or hub call."""
+    from huggingface_hub import constants
+    from transformers import Dinov2Model
+
+    monkeypatch.delenv("LOCO_AD_DATA", raising=False)
+    for name in ("LOCO_AD_WEIGHTS", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
+
+    def no_hub(*args, **kwargs):
+        raise AssertionError("the hub must not be asked")
+
+    monkeypatch.setattr(Dinov2Model, "from_pretrained", no_hub)
+    out = tmp_path / "out"
+    assert _run(tmp_path, "--preset", "paper", "--shots", "1", "--out", str(out)) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 2 and lines[0].startswith("no --data-root") and lines[1].startswith("error: model weights missing")
+    assert "sam_vit_h_4b8939.pth" in lines[1] and "facebook/dinov2-giant" in lines[1] and "cannot be reached" in lines[1]
+    assert "--weights-dir" in lines[1] and "LOCO_AD_WEIGHTS" in lines[1] and "network access" in lines[1]
+    assert not out.exists() and captured.out == ""
 
 
 def test_report_with_ground_truth_outlines(tmp_path, tiny_loco_root):
@@ -158,3 +177,27 @@ def test_report_with_ground_truth_outlines(tmp_path, tiny_loco_root):
     white = lambda src: int((np.asarray(Image.open(folder / src)) == 255).all(-1).sum())  # noqa: E731
     assert outlined and plain
     assert all(white(src) > 0 for src in outlined) and all(white(src) == 0 for src in plain)
+
+
+def test_help_names_presets_scorers_and_the_report_path():
+    text = run.build_parser().format_help()
+    assert all(name in text for name in ("paper", "fast", "offline", "SAM vit_h", "dinov2-giant", *ALL_SCORERS))
+    assert "OUT/report/<category>/report.html" in text
+
+
+def test_argument_errors_come_before_any_heavy_import(tmp_path):
+    """Every bad argument is reported without importing torch, faiss, transformers or segment_anything."""
+    (tmp_path / "file").write_text("")
+    cases = [["--preset", "bogus"], ["--scorers", "sparkle"], ["--data-root", str(tmp_path / "nowhere")],
+             ["--category", "teapot"], ["--shots", "0"], ["--shots", "9"], ["--out", str(tmp_path / "file" / "out")]]
+    script = (
+        "import sys\n"
+        "from loco_ad import run\n"
+        f"codes = [run.main(args + ['--preset', 'offline'] if args[0] != '--preset' else args) for args in {cases!r}]\n"
+        "print(codes, [m for m in ('torch', 'faiss', 'transformers', 'segment_anything') if m in sys.modules])\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                            cwd=Path(__file__).resolve().parents[1], env={**os.environ, "LOCO_AD_DATA": ""})
+    assert result.stdout.strip() == f"{[2] * len(cases)} []", result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == len(cases) and "Traceback" not in result.stderr
