@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up a fresh machine: a virtual environment in .venv with torch, torchvision and loco_ad[dev,vand].
-# TORCH_SPEC overrides the torch pair (default: the CPU-usable pair that installs from local disk
-# on the project's machines); users with CUDA may set TORCH_SPEC to any torch>=2.1 build.
+# TORCH_SPEC overrides the torch pair (default: torch 2.14.1 from PyPI, which on Linux x86-64 brings
+# NVIDIA's CUDA libraries: a 6.5 GB .venv); any torch>=2.1 build works, e.g. the CPU-only wheels with
+# TORCH_SPEC="torch torchvision --index-url https://download.pytorch.org/whl/cpu".
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m venv .venv
