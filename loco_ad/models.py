@@ -17,6 +17,7 @@ Layout of a weights folder::
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from pathlib import Path
@@ -163,6 +164,23 @@ def build_dinov2(model_id: str, random_weights: bool = True) -> Dinov2Model:
     return Dinov2Model(Dinov2Config(**DINOV2_CONFIGS[model_id])).eval()
 
 
+def _dinov2_local_folder(model_id: str, weights_dir: Path | None) -> Path | None:
+    """The folder ``<weights_dir>/<last part of model_id>`` when it holds a ``config.json``, else None."""
+    explicit = _weights_dir(weights_dir)
+    local = explicit / model_id.rstrip("/").split("/")[-1] if explicit else None
+    return local if local is not None and (local / "config.json").is_file() else None
+
+
+def _dinov2_not_found(model_id: str, weights_dir: Path | None, state: str) -> ModelWeightsError:
+    folder_name = model_id.rstrip("/").split("/")[-1]
+    explicit = _weights_dir(weights_dir)
+    looked = f"{explicit / folder_name} and " if explicit else ""
+    return ModelWeightsError(
+        f"DINOv2 weights {model_id!r} not found (looked in {looked}the Hugging Face cache) and {state}; "
+        f"{_how_to_supply(f'a save_pretrained folder {folder_name}/ with config.json and model.safetensors')}"
+    )
+
+
 def load_dinov2(model_id: str, weights_dir: Path | None = None, device: str = "cpu") -> Dinov2Model:
     """Load DINOv2 ``model_id`` with ``transformers`` (safetensors only).
 
@@ -174,11 +192,9 @@ def load_dinov2(model_id: str, weights_dir: Path | None = None, device: str = "c
     Returns:
       the model in eval mode on ``device``.
     """
-    folder_name = model_id.rstrip("/").split("/")[-1]
-    explicit = _weights_dir(weights_dir)
-    local = explicit / folder_name if explicit else None
+    local = _dinov2_local_folder(model_id, weights_dir)
     offline = downloads_disabled()
-    if local is not None and (local / "config.json").is_file():
+    if local is not None:
         source, options = str(local), {"local_files_only": True}
     else:
         source, options = model_id, {"local_files_only": offline}
@@ -190,11 +206,84 @@ def load_dinov2(model_id: str, weights_dir: Path | None = None, device: str = "c
                 f"cannot load DINOv2 weights from {source} ({error}); it must be a save_pretrained folder "
                 "with config.json and model.safetensors"
             ) from error
-        looked = f"{local} and " if local is not None else ""
         state = "downloads are off (HF_HUB_OFFLINE)" if offline else f"the download failed ({error})"
-        raise ModelWeightsError(
-            f"DINOv2 weights {model_id!r} not found (looked in {looked}the Hugging Face cache) and {state}; "
-            f"{_how_to_supply(f'a save_pretrained folder {folder_name}/ with config.json and model.safetensors')}"
-        ) from error
+        raise _dinov2_not_found(model_id, weights_dir, state) from error
     logger.info("loaded DINOv2 %s from %s", model_id, source)
     return model.to(device).eval()
+
+
+# ------------------------------------------------------------------ identity
+# What the analysis cache key says about the weights (loco_ad.identity): file
+# metadata only, so that a fully cached run loads no model.
+
+
+def _files_identity(paths: list[Path]) -> list[str]:
+    """``name:size:mtime_ns`` of each file (symbolic links followed, as the Hugging Face cache's blobs)."""
+    return [f"{path.name}:{path.stat().st_size}:{path.stat().st_mtime_ns}" for path in sorted(paths)]
+
+
+def sam_weights_id(model_type: str, weights_dir: Path | None = None) -> str:
+    """The identity of the SAM checkpoint ``load_sam`` would load, without loading it.
+
+    The checkpoint is found (or downloaded) as ``sam_checkpoint_path`` does; its
+    file name, size and modification time stand for its content, so replacing
+    the file changes the identity (copying it elsewhere may too, which only
+    costs a recomputation).
+
+    Arguments:
+      model_type: ``vit_h``, ``vit_l`` or ``vit_b``.
+      weights_dir: folder looked in first; defaults to ``$LOCO_AD_WEIGHTS``.
+    Returns:
+      a short string such as ``sam_vit_b_01ec64.pth:375042383:1700000000000000000``.
+    """
+    return _files_identity([sam_checkpoint_path(model_type, weights_dir)])[0]
+
+
+def dinov2_weights_id(model_id: str, weights_dir: Path | None = None) -> str:
+    """The identity of the DINOv2 weights ``load_dinov2`` would load, without loading them.
+
+    The folder is the ``save_pretrained`` folder in ``weights_dir``, else the
+    resolved snapshot of the Hugging Face cache; when neither exists the files
+    ``from_pretrained`` would fetch (``config.json`` and the safetensors) are
+    downloaded now, unless downloads are off.
+
+    Arguments:
+      model_id: Hugging Face id such as ``facebook/dinov2-giant``.
+      weights_dir: folder looked in first; defaults to ``$LOCO_AD_WEIGHTS``.
+    Returns:
+      the model id, the folder and ``name:size:mtime_ns`` of its config and weight files.
+    """
+    from huggingface_hub import snapshot_download, try_to_load_from_cache
+
+    folder = _dinov2_local_folder(model_id, weights_dir)
+    if folder is None:
+        config = try_to_load_from_cache(model_id, "config.json")
+        if isinstance(config, str):
+            folder = Path(config).parent
+    if folder is None:
+        if downloads_disabled():
+            raise _dinov2_not_found(model_id, weights_dir, "downloads are off (HF_HUB_OFFLINE)")
+        try:
+            folder = Path(snapshot_download(model_id, allow_patterns=["config.json", "*.safetensors", "*.safetensors.index.json"]))
+        except (OSError, ValueError) as error:  # huggingface_hub's HTTP and not-found errors are OSErrors
+            raise _dinov2_not_found(model_id, weights_dir, f"the download failed ({error})") from error
+    files = [folder / "config.json", *folder.glob("*.safetensors")]
+    return " ".join([model_id, str(folder), *_files_identity([f for f in files if f.is_file()])])
+
+
+def module_identity(module: torch.nn.Module) -> str:
+    """The identity of a model given in memory: its class, the device type and a hash of its whole state.
+
+    Arguments:
+      module: any torch module (an injected SAM or DINOv2, say).
+    Returns:
+      ``<class> <device type> <sha256 of every state tensor's name, dtype, shape and bytes>``.
+    """
+    digest = hashlib.sha256()
+    device = "cpu"
+    for name, tensor in sorted(module.state_dict().items()):
+        device = tensor.device.type
+        data = tensor.detach().contiguous().reshape(-1).view(torch.uint8).cpu().numpy()
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+        digest.update(data.tobytes())
+    return f"{type(module).__module__}.{type(module).__qualname__} {device} {digest.hexdigest()}"

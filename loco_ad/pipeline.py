@@ -13,6 +13,7 @@ import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Sequence, Union
 
@@ -21,12 +22,13 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from loco_ad.analysis import ImageAnalysis, Prediction
-from loco_ad.cache import AnalysisCache, default_cache_dir
+from loco_ad.cache import AnalysisCache, ArraySpec, default_cache_dir
 from loco_ad.config import PipelineConfig, get_preset
 from loco_ad.data import read_image
 from loco_ad.errors import DataError
 from loco_ad.features.patches import BANKS_ON_GPU
-from loco_ad.stages import Embedder, Segmenter
+from loco_ad.identity import model_key
+from loco_ad.stages import Embedder, Segmenter, segmenter_class
 from loco_ad.stages.align import align, patch_grid_labels, reference_labels
 from loco_ad.stages.cielab import rgb_to_lab
 from loco_ad.weights import Ensemble
@@ -51,16 +53,6 @@ class PreparedImage:
     lab: np.ndarray
     patches: np.ndarray
     segment_map: np.ndarray | None
-
-
-def _segmenter_class(kind: str) -> type:
-    if kind == "sam":
-        from loco_ad.stages.segment import SamSegmenter
-
-        return SamSegmenter
-    from loco_ad.stages.colour_segment import ColourClusterSegmenter
-
-    return ColourClusterSegmenter
 
 
 def build_segmenter(config: PipelineConfig, weights_dir: Path | None, device: str) -> Segmenter:
@@ -129,6 +121,7 @@ class Pipeline:
         self.progress = progress
         self._segmenter = segmenter
         self._embedder = embedder
+        self._given_stages = (segmenter, embedder)
         self._prepared: dict[str, PreparedImage] = {}
         self._keys_by_path: dict[tuple[str, int, int], str] = {}
         self.references: list[ImageAnalysis] = []
@@ -174,13 +167,18 @@ class Pipeline:
     @property
     def segments_per_image(self) -> bool:
         """True when segments depend on the image alone and are cached with the features."""
-        segmenter_type = type(self._segmenter) if self._segmenter is not None else _segmenter_class(self.config.segmenter.kind)
+        segmenter_type = type(self._segmenter) if self._segmenter is not None else segmenter_class(self.config.segmenter.kind)
         return not segmenter_type.reference_dependent
+
+    @cached_property
+    def model_key(self) -> str:
+        """The settings part of every cache key (``loco_ad.identity.model_key``), computed once, loading no model."""
+        return model_key(self.config, *self._given_stages, weights_dir=self.weights_dir, device=self.device)
 
     # ------------------------------------------------------------- preparing
     def _working_rgb(self, image: ImageInput) -> np.ndarray:
         rgb = image if isinstance(image, np.ndarray) else read_image(image)
-        if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+        if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8 or 0 in rgb.shape:
             raise DataError(f"expected an H×W×3 uint8 RGB image, got an array of shape {rgb.shape} and type {rgb.dtype}")
         if self.config.input_size is not None:
             rgb = cv2.resize(rgb, self.config.input_size[::-1], interpolation=cv2.INTER_AREA)
@@ -192,8 +190,18 @@ class Pipeline:
     def _path_id(self, image: ImageInput) -> tuple[str, int, int] | None:
         if isinstance(image, np.ndarray):
             return None
-        stat = Path(image).stat()
+        try:
+            stat = Path(image).stat()
+        except OSError:  # read_image says what is wrong
+            return None
         return (str(Path(image).resolve()), stat.st_mtime_ns, stat.st_size)
+
+    def _stored_arrays(self, rgb: np.ndarray) -> dict[str, ArraySpec]:
+        """What a cache entry for ``rgb`` must hold; any other entry is damaged."""
+        expected: dict[str, ArraySpec] = {"patches": (np.float32, (None, None, None))}
+        if self.segments_per_image:
+            expected["segment_map"] = (np.int32, rgb.shape[:2])
+        return expected
 
     def prepare_many(
         self, images: Sequence[ImageInput], progress: bool | None = None, remember: bool = True
@@ -212,6 +220,7 @@ class Pipeline:
         Returns:
           one ``PreparedImage`` per input, in order.
         """
+        images = _image_list(images)
         keys: list[str] = []
         found: dict[str, PreparedImage] = {}
         pending: dict[str, np.ndarray] = {}
@@ -221,12 +230,12 @@ class Pipeline:
                 keys.append(self._keys_by_path[path_id])
                 continue
             rgb = self._working_rgb(image)
-            key = AnalysisCache.key(rgb, self.config.model_key())
+            key = AnalysisCache.key(rgb, self.model_key)
             if path_id is not None and remember:
                 self._keys_by_path[path_id] = key
             keys.append(key)
             if key not in self._prepared and key not in found and key not in pending:
-                stored = self.cache.load(key) if self.cache is not None else None
+                stored = self.cache.load(key, self._stored_arrays(rgb)) if self.cache is not None else None
                 if stored is None:
                     pending[key] = rgb
                 else:
@@ -302,7 +311,7 @@ class Pipeline:
         Returns:
           self.
         """
-        if len(images) == 0:
+        if len(_image_list(images)) == 0:
             raise DataError("fit needs at least one good image")
         prepared = self.prepare_many(images)
         if not self.segments_per_image:
@@ -357,3 +366,10 @@ class Pipeline:
     def used_fallback(self) -> bool:
         """True when k = 1 and the documented fallback scales replaced leave-one-out weights."""
         return self._fitted_ensemble().used_fallback
+
+
+def _image_list(images: Sequence[ImageInput]) -> Sequence[ImageInput]:
+    """``images``, refusing one path or one image given where a sequence of them is expected."""
+    if isinstance(images, (str, os.PathLike)) or (isinstance(images, np.ndarray) and images.ndim != 4):
+        raise DataError(f"expected a list of images, got a single {type(images).__name__}; wrap it in a list: [image]")
+    return images

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
+import huggingface_hub
 import pytest
 import torch
 from transformers import Dinov2Model
@@ -20,6 +22,7 @@ def isolated(monkeypatch, tmp_path):
     """Empty caches, no LOCO_AD_WEIGHTS, the tiny SAM standing in for ViT-B, downloads forbidden unless mocked."""
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))  # read at import
     monkeypatch.delenv(models.WEIGHTS_ENV, raising=False)
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
@@ -184,3 +187,76 @@ def test_resolve_device():
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="--device cpu"):
             models.resolve_device("cuda")
+
+
+def _forbid_loading(monkeypatch) -> None:
+    monkeypatch.setattr(torch, "load", lambda *a, **k: pytest.fail("a weights id must not load the weights"))
+    monkeypatch.setattr(Dinov2Model, "from_pretrained", classmethod(lambda *a, **k: pytest.fail("no loading")))
+
+
+def _touch(path: Path, seconds: int) -> None:
+    os.utime(path, (seconds, seconds))
+
+
+def test_sam_weights_id_names_the_file_without_loading_it(isolated, monkeypatch):
+    path = isolated / "weights" / SAM_FILE
+    save_tiny_sam(path)
+    _touch(path, 1_000_000)
+    _forbid_loading(monkeypatch)
+    first = models.sam_weights_id("vit_b", isolated / "weights")
+    assert first.startswith(SAM_FILE) and str(path.stat().st_size) in first
+    assert models.sam_weights_id("vit_b", isolated / "weights") == first
+    _touch(path, 2_000_000)  # the file replaced, say by another checkpoint of the same size
+    assert models.sam_weights_id("vit_b", isolated / "weights") != first
+
+
+def test_sam_weights_id_offline_and_missing_is_a_clear_error(isolated, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelWeightsError, match=SAM_FILE):
+        models.sam_weights_id("vit_b", isolated / "weights")
+
+
+def test_dinov2_weights_id_from_weights_dir_without_loading(isolated, monkeypatch):
+    folder = isolated / "weights" / "dinov2-small"
+    tiny_dinov2(seed=3).save_pretrained(folder)
+    _forbid_loading(monkeypatch)
+    first = models.dinov2_weights_id("facebook/dinov2-small", isolated / "weights")
+    assert "config.json:" in first and "model.safetensors:" in first
+    tiny_dinov2(seed=4).save_pretrained(folder)
+    _touch(folder / "model.safetensors", 3_000_000)
+    assert models.dinov2_weights_id("facebook/dinov2-small", isolated / "weights") != first
+
+
+def test_dinov2_weights_id_from_the_hugging_face_cache(isolated, monkeypatch):
+    repo = isolated / "hf" / "hub" / "models--facebook--dinov2-small"
+    snapshot = repo / "snapshots" / "0123abcd"
+    tiny_dinov2().save_pretrained(snapshot)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0123abcd")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    _forbid_loading(monkeypatch)
+    identity = models.dinov2_weights_id("facebook/dinov2-small")
+    assert str(snapshot) in identity and "model.safetensors:" in identity
+
+
+def test_dinov2_weights_id_missing(isolated, monkeypatch):
+    calls = []
+
+    def fake_snapshot_download(model_id, allow_patterns):
+        calls.append(model_id)
+        folder = isolated / "fetched"
+        tiny_dinov2().save_pretrained(folder)
+        return str(folder)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
+    assert "fetched" in models.dinov2_weights_id("facebook/dinov2-small")  # online: the files are fetched, not loaded
+    assert calls == ["facebook/dinov2-small"]
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelWeightsError, match="HF_HUB_OFFLINE"):
+        models.dinov2_weights_id("facebook/dinov2-small")
+
+
+def test_module_identity_follows_the_weights():
+    assert models.module_identity(tiny_dinov2(seed=1)) == models.module_identity(tiny_dinov2(seed=1))
+    assert models.module_identity(tiny_dinov2(seed=1)) != models.module_identity(tiny_dinov2(seed=2))
+    assert models.module_identity(tiny_sam(seed=0)).split()[:2] == ["segment_anything.modeling.sam.Sam", "cpu"]
