@@ -30,7 +30,7 @@ import numpy as np
 from loco_ad.cli import add_evaluation_arguments, add_pipeline_arguments, pipeline_from_args, run_main
 from loco_ad.config import ALL_SCORERS, DEFAULT_SCORERS, parse_scorers
 from loco_ad.data import data_root, load_category, resolve_categories
-from loco_ad.io import write_atomic, write_csv
+from loco_ad.io import check_output_dir, write_atomic, write_csv
 from loco_ad.metrics import image_metrics
 
 ABLATION_COLUMNS = ["subset", "category", "seed", "k_shot", "image_score", "image_auroc", "logical_auroc", "structural_auroc"]
@@ -173,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     def body() -> int:
         from loco_ad.evaluate import evaluate
 
+        check_output_dir(args.out, "--out folder")
         pool = parse_scorers(args.scorers) if args.scorers else ALL_SCORERS
         root = data_root(args.data_root)
         datasets = [load_category(root, name) for name in resolve_categories(root, args.category)]

@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from loco_ad.cli import add_data_arguments, add_pipeline_arguments, pipeline_from_args, run_main
 from loco_ad.config import ALL_SCORERS, parse_scorers
 from loco_ad.data import data_root, load_category, resolve_categories
-from loco_ad.io import write_csv
+from loco_ad.io import check_output_dir, write_csv
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     def body() -> int:
         from loco_ad.weights import FALLBACK_SCALES
 
+        check_output_dir(args.out, "--out folder")
         scorers = parse_scorers(args.scorers) if args.scorers else ALL_SCORERS
         args.scorers = ",".join(scorers)
         root = data_root(args.data_root)

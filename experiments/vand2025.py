@@ -53,7 +53,7 @@ from loco_ad.analysis import Prediction
 from loco_ad.cli import add_pipeline_arguments, pipeline_from_args, print_summary, run_main
 from loco_ad.data import CATEGORIES, DATA_ENV, CategoryData, Sample, data_root, load_category, resolve_categories
 from loco_ad.errors import DataError
-from loco_ad.io import write_atomic, write_csv, write_json
+from loco_ad.io import check_output_dir, write_atomic, write_csv, write_json
 from loco_ad.metrics import pixel_metrics
 
 VAND_SEEDS: tuple[int, ...] = (42, 0, 1234)
@@ -146,8 +146,9 @@ def run_protocol(pipeline, datasets: Sequence[CategoryData], image_root: Path, p
     Returns:
       (metrics rows with ``METRICS_COLUMNS``, the ``loco_ad.evaluate.Evaluation``).
     """
-    from loco_ad.evaluate import evaluate
+    from loco_ad.evaluate import check_datasets, evaluate
 
+    check_datasets(datasets, VAND_SHOTS)
     submission = submission_module()
     resized = [write_challenge_images(data, image_root, submission.tensor_to_rgb) for data in datasets]
     masks = {data.name: [challenge_mask(s) for s in data.test] for data in datasets} if pixel else {}
@@ -240,9 +241,11 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> int:
         if args.package is not None:
+            check_output_dir(args.package, "--package folder")
             model_file = write_package(args.package, args.preset)
             print(f"submission package written to {args.package}/ (model: {model_file}, preset {args.preset})")
             return 0
+        check_output_dir(args.out, "--out folder")
         root = data_root(args.data_root)
         datasets = [load_category(root, name) for name in protocol_categories(root, args.category)]
         pipeline = pipeline_from_args(args, input_size=VAND_SIZE)

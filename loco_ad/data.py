@@ -120,7 +120,9 @@ def read_image(path: str | Path, size: tuple[int, int] | None = None) -> np.ndar
     Returns:
       H×W×3 uint8 array.
     Raises:
-      ImageReadError: the file is missing, truncated or not an image.
+      ImageReadError: the file is missing, truncated, not an image, or larger
+        than Pillow's decompression-bomb limit (``2 * Image.MAX_IMAGE_PIXELS``,
+        about 179 million pixels).
     """
     image = _open(path)
     if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N"):
@@ -144,15 +146,27 @@ def _open(path: str | Path) -> Image.Image:
             return image.copy()
     except FileNotFoundError:
         raise ImageReadError(path, "no such file") from None
-    except (OSError, ValueError, SyntaxError) as error:
-        raise ImageReadError(path, str(error) or type(error).__name__) from None
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
+        raise ImageReadError(path, _reason(error)) from None
     finally:
         ImageFile.LOAD_TRUNCATED_IMAGES = previous
 
 
-def _read_grey(path: Path, size: tuple[int, int] | None) -> np.ndarray:
-    """A ground-truth file as H×W uint8 grey values (nearest-neighbour resize)."""
+def _reason(error: Exception) -> str:
+    """Why Pillow could not read an image, in one line."""
+    if isinstance(error, Image.DecompressionBombError):
+        return f"too large to decode safely ({error})"
+    return str(error).splitlines()[0] if str(error) else type(error).__name__
+
+
+def _read_grey(path: Path, size: tuple[int, int] | None, image_shape: tuple[int, int]) -> np.ndarray:
+    """A ground-truth file as H×W uint8 grey values (nearest-neighbour resize); ``DataError`` unless it is ``image_shape``."""
     image = _open(path)
+    if (image.height, image.width) != image_shape:
+        raise DataError(
+            f"ground-truth mask {path} is {image.width}×{image.height} pixels but its image is "
+            f"{image_shape[1]}×{image_shape[0]}; a mask must have the size of its image"
+        )
     if image.mode not in ("L", "P"):
         image = image.convert("L")
     if size is not None:
@@ -165,8 +179,8 @@ def image_size(path: str | Path) -> tuple[int, int]:
     try:
         with Image.open(path) as image:
             return image.height, image.width
-    except (OSError, ValueError, SyntaxError) as error:
-        raise ImageReadError(path, str(error) or type(error).__name__) from None
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
+        raise ImageReadError(path, _reason(error)) from None
 
 
 def read_mask_channels(sample: Sample, size: tuple[int, int] | None = None) -> np.ndarray:
@@ -179,16 +193,18 @@ def read_mask_channels(sample: Sample, size: tuple[int, int] | None = None) -> n
     Returns:
       C×H×W uint8 array of grey values, C = number of defect files (0 for good images).
     Raises:
-      DataError: the sample is anomalous but has no ground-truth files.
+      DataError: the sample is anomalous but has no ground-truth files, or a
+        file's size differs from its image's (read from the image's header).
     """
     if sample.label and not sample.mask_paths:
         raise DataError(
             f"no ground-truth mask for {sample.path}; pixel metrics need "
             f"ground_truth/{sample.anomaly_type}_anomalies/{sample.path.stem}/*.png"
         )
+    shape = image_size(sample.path)
     if not sample.mask_paths:
-        return np.zeros((0, *(size or image_size(sample.path))), np.uint8)
-    return np.stack([_read_grey(path, size) for path in sample.mask_paths])
+        return np.zeros((0, *(size or shape)), np.uint8)
+    return np.stack([_read_grey(path, size, shape) for path in sample.mask_paths])
 
 
 def read_mask(sample: Sample, size: tuple[int, int] | None = None) -> np.ndarray:
@@ -229,15 +245,21 @@ def data_root(arg: str | Path | None) -> Path:
     """The MVTec LOCO root: ``arg`` if given, else the environment variable ``LOCO_AD_DATA``.
 
     Raises:
-      DataError: neither is set, or the folder does not exist.
+      DataError: neither is set, or it is not a folder.
     """
     value = arg if arg is not None else os.environ.get(DATA_ENV)
     if not value:
         raise DataError(f"no data root given; pass the MVTec LOCO folder or set {DATA_ENV}")
     root = Path(value).expanduser()
-    if not root.is_dir():
-        raise DataError(f"data root {root} does not exist; pass the folder that holds the MVTec LOCO categories")
+    _check_root(root)
     return root
+
+
+def _check_root(root: Path) -> None:
+    """``DataError`` unless ``root`` is a folder, saying whether it is missing or a file."""
+    if not root.is_dir():
+        state = "is a file, not a folder" if root.exists() else "does not exist"
+        raise DataError(f"data root {root} {state}; pass the folder that holds the MVTec LOCO categories")
 
 
 def resolve_categories(root: str | Path, spec: str | Sequence[str]) -> list[str]:
@@ -249,16 +271,15 @@ def resolve_categories(root: str | Path, spec: str | Sequence[str]) -> list[str]
         strings (as a CLI's ``--category a b,c`` gives), or ``"all"`` alone (every
         category of ``CATEGORIES`` present under ``root``).
     Returns:
-      category names, in the order given (``CATEGORIES`` order for ``"all"``).
+      category names, in the order first given, each once (``CATEGORIES`` order for ``"all"``).
     Raises:
       ConfigError: a name is not a MVTec LOCO category.
       DataError: ``root`` or a named category folder is missing, or ``"all"`` finds none.
     """
     root = Path(root)
-    if not root.is_dir():
-        raise DataError(f"data root {root} does not exist; pass the folder that holds the MVTec LOCO categories")
+    _check_root(root)
     items = [spec] if isinstance(spec, str) else list(spec)
-    names = [n.strip() for item in items for n in item.split(",") if n.strip()]
+    names = list(dict.fromkeys(n.strip() for item in items for n in item.split(",") if n.strip()))
     if names == ["all"]:
         present = [c for c in CATEGORIES if (root / c).is_dir()]
         if not present:

@@ -88,9 +88,20 @@ def saturation_defects(data: CategoryData, masks: Sequence[np.ndarray]) -> Seque
     return data.defects
 
 
-def check_shots(datasets: Sequence[CategoryData], shots: Sequence[int]) -> None:
-    """Raise ``DataError`` before any work if a k exceeds the good images of a category."""
+def check_datasets(datasets: Sequence[CategoryData], shots: Sequence[int]) -> None:
+    """Raise ``DataError`` before any work if a category cannot be evaluated.
+
+    That is: a k exceeds its good training images, or its test split lacks good
+    or anomalous images (every image metric would be undefined).
+    """
     for data in datasets:
+        kinds = {sample.label for sample in data.test}
+        if kinds != {0, 1}:
+            missing = "anomalous" if 1 not in kinds else "good"
+            raise DataError(
+                f"the test split of {data.name} ({data.root / 'test'}) has no {missing} images; "
+                "evaluation needs both good and anomalous test images"
+            )
         too_many = [k for k in shots if k > len(data.train)]
         if too_many:
             raise DataError(
@@ -119,7 +130,7 @@ def evaluate(
     Returns:
       the ``Evaluation``.
     """
-    check_shots(datasets, shots)
+    check_datasets(datasets, shots)
     result = Evaluation()
     for data in datasets:
         draws = {(seed, k): draw_references(data.train, k, seed) for seed in seeds for k in shots}

@@ -10,14 +10,17 @@ resolution). Both folders are listed recursively (PNG, JPEG, BMP, TIFF).
 
 Exit codes: 0 when every image was scored; 1 when some images of ``--images``
 could not be read (they are listed in results.csv with their error, the others
-are scored); 2 on a usage error (missing or empty folder, unreadable good image,
-unknown preset or scorer, missing model weights), reported on one line with no
-result files written.
+are scored; an image above Pillow's decompression-bomb limit, about 179
+million pixels, is one of them); 2 on a usage error (missing or empty folder,
+unreadable good image, ``--out`` a file, under a file or read-only, unknown
+preset or scorer, missing model weights), reported on one line with no result
+files written.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -27,6 +30,7 @@ from tqdm.auto import tqdm
 from loco_ad.cli import add_pipeline_arguments, pipeline_from_args, run_main
 from loco_ad.data import list_images, read_image
 from loco_ad.errors import DataError, ImageReadError
+from loco_ad.io import check_output_dir
 from loco_ad.report import (
     ReportItem,
     ReportMeta,
@@ -43,13 +47,16 @@ TOP = 5  # anomalies listed in the printed summary
 
 
 def _threshold(text: str) -> float | None:
-    """``auto`` → None; otherwise a number."""
+    """``auto`` → None; otherwise a finite number."""
     if text == "auto":
         return None
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected 'auto' or a number, got {text!r}") from None
+        value = math.nan
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected 'auto' or a finite number, got {text!r}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -138,8 +145,7 @@ def run(args: argparse.Namespace) -> int:
     Raises:
       LocoAdError: a usage error, raised before any result file is written.
     """
-    if args.out.exists() and not args.out.is_dir():
-        raise DataError(f"output path {args.out} is a file; give a folder with --out")
+    check_output_dir(args.out, "--out folder")
     good = _list(args.good, "good")
     images = _list(args.images, "images")
     pipeline = pipeline_from_args(args)

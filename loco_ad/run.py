@@ -5,7 +5,11 @@ Example::
     python -m loco_ad.run --data-root DATA --category juice_bottle --shots 1 2 4 8 --preset offline --out runs/jb
 
 Writes OUT/scores.csv, OUT/metrics.csv and OUT/results.json (and OUT/report/
-with --report), prints a table of the metrics averaged over seeds.
+with --report), prints a table of the metrics averaged over seeds. OUT is
+checked before any work (a file, under a file or read-only: one line
+``error: ...``, exit 2, nothing written). Report folders an earlier run left
+in OUT/report/ are replaced, or removed by a run without --report, so OUT
+never mixes two runs.
 """
 
 from __future__ import annotations
@@ -20,8 +24,8 @@ import numpy as np
 from loco_ad.analysis import Prediction
 from loco_ad.cli import add_evaluation_arguments, add_pipeline_arguments, pipeline_from_args, print_summary, run_main
 from loco_ad.data import CategoryData, data_root, load_category, read_mask, resolve_categories
-from loco_ad.io import write_csv, write_json
-from loco_ad.report import ReportItem, ReportMeta, auto_threshold, write_image_report
+from loco_ad.io import check_output_dir, write_csv, write_json
+from loco_ad.report import ReportItem, ReportMeta, auto_threshold, remove_report_folders, write_image_report
 
 TABLE_COLUMNS = ("image_score", "image_auroc", "logical_auroc", "structural_auroc", "pixel_score", "pixel_auroc", "spro")
 METRIC_COLUMNS = ["seed", "k_shot", "category", "image_score", "pixel_score", "image_auroc", "image_ap",
@@ -104,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     def body() -> int:
         from loco_ad.evaluate import evaluate
 
+        check_output_dir(args.out, "--out folder")
         root = data_root(args.data_root)
         datasets = [load_category(root, name) for name in resolve_categories(root, args.category)]
         pipeline = pipeline_from_args(args)
@@ -131,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(format_table(result.metrics))
         print_summary(summary, pipeline)
+        remove_report_folders(args.out / "report")
         if report is not None:
             for path in report.write(args.out / "report"):
                 print(f"report: {path}")

@@ -15,6 +15,7 @@ from loco_ad.data import (
     DEFAULT_SHOTS,
     data_root,
     draw_references,
+    image_size,
     list_images,
     load_category,
     read_image,
@@ -126,6 +127,13 @@ def test_truncated_and_bogus_images_name_the_file(tmp_path: Path) -> None:
         assert error.value.path == str(tmp_path / name)
 
 
+def test_decompression_bombs_are_unreadable_images(bomb_png: Path) -> None:
+    for read in (read_image, image_size):
+        with pytest.raises(ImageReadError, match="too large to decode safely") as error:
+            read(bomb_png)
+        assert error.value.path == str(bomb_png) and "\n" not in str(error.value)
+
+
 def test_list_images(tmp_path: Path) -> None:
     for name in ("b.PNG", "a.jpg", "sub/c.tiff", "notes.txt", ".hidden.png"):
         (tmp_path / name).parent.mkdir(exist_ok=True)
@@ -167,6 +175,15 @@ def test_anomalous_sample_without_mask(tiny_loco_root: Path) -> None:
         read_mask(sample)
 
 
+def test_mask_of_another_size_than_its_image_names_the_file(tiny_loco_root: Path) -> None:
+    sample = load_category(tiny_loco_root, "juice_bottle").test[3]
+    assert read_mask(sample, size=(32, 48)).shape == (32, 48)  # resizing to the evaluation size is intended
+    Image.new("L", (48, 32)).save(sample.mask_paths[0])  # the file itself half the size of its 96×64 image
+    for size in (None, (32, 48)):
+        with pytest.raises(DataError, match=f"{sample.mask_paths[0]} is 48×32 pixels but its image is 96×64"):
+            read_mask(sample, size=size)
+
+
 def test_resolve_categories(tiny_loco_root: Path, tmp_path: Path) -> None:
     assert resolve_categories(tiny_loco_root, "all") == ["juice_bottle"]
     assert resolve_categories(tiny_loco_root, " juice_bottle ") == ["juice_bottle"]
@@ -182,6 +199,7 @@ def test_resolve_categories(tiny_loco_root: Path, tmp_path: Path) -> None:
         resolve_categories(tiny_loco_root, "juice_bottle,pushpins")
     with pytest.raises(DataError, match="does not exist"):
         resolve_categories(tmp_path / "nowhere", "all")
+    assert resolve_categories(tiny_loco_root, ["juice_bottle", "juice_bottle,juice_bottle"]) == ["juice_bottle"]
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="no MVTec LOCO category"):
         resolve_categories(tmp_path / "empty", "all")
@@ -196,6 +214,10 @@ def test_data_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert data_root(None) == tmp_path
     with pytest.raises(DataError, match="does not exist"):
         data_root(str(tmp_path / "nowhere"))
+    (tmp_path / "file").write_text("")
+    for check in (data_root, lambda root: resolve_categories(root, "all")):
+        with pytest.raises(DataError, match="is a file, not a folder"):
+            check(str(tmp_path / "file"))
 
 
 def test_saturation_scale() -> None:
