@@ -18,7 +18,16 @@ from pathlib import Path
 import numpy as np
 
 from loco_ad.analysis import Prediction
-from loco_ad.cli import add_evaluation_arguments, add_pipeline_arguments, pipeline_from_args, print_summary, run_main
+from loco_ad.core import Detector
+from loco_ad.cli import (
+    add_evaluation_arguments,
+    add_pipeline_arguments,
+    config_from_args,
+    pipeline_from_args,
+    print_summary,
+    printed_config,
+    run_main,
+)
 from loco_ad.data import CategoryData, data_root, load_category, read_mask, resolve_categories
 from loco_ad.io import write_csv, write_json
 from loco_ad.report import ReportItem, ReportMeta, auto_threshold, write_image_report
@@ -26,7 +35,7 @@ from loco_ad.report import ReportItem, ReportMeta, auto_threshold, write_image_r
 TABLE_COLUMNS = ("image_score", "image_auroc", "logical_auroc", "structural_auroc", "pixel_score", "pixel_auroc", "spro")
 METRIC_COLUMNS = ["seed", "k_shot", "category", "image_score", "pixel_score", "image_auroc", "image_ap",
                   "logical_auroc", "logical_ap", "logical_f1max", "structural_auroc", "structural_ap",
-                  "structural_f1max", "pixel_auroc", "spro"]
+                  "structural_f1max", "pixel_auroc", "logical_spro", "structural_spro", "spro"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,19 +55,19 @@ class EvaluationReport:
     Nothing is written until ``write``, so a failed run leaves no partial report.
 
     Arguments:
-      pipeline: the evaluated pipeline (still fitted on the references when called).
+      preset: the preset name, for the report's header.
       seed, k: the run to report.
     """
 
-    def __init__(self, pipeline, seed: int, k: int) -> None:
-        self.pipeline, self.seed, self.k = pipeline, seed, k
+    def __init__(self, preset: str, seed: int, k: int) -> None:
+        self.preset, self.seed, self.k = preset, seed, k
         self.pending: list[tuple[str, list, object]] = []
 
-    def __call__(self, data: CategoryData, seed: int, k: int, predictions: list[Prediction]) -> None:
+    def __call__(self, data: CategoryData, seed: int, k: int, predictions: list[Prediction], detector: Detector) -> None:
         if (seed, k) != (self.seed, self.k):
             return
-        scorers = self.pipeline.config.scorers
-        threshold, rule = auto_threshold(self.pipeline.leave_one_out_scores(), len(scorers))
+        scorers = detector.scorer_names
+        threshold, rule = auto_threshold(detector.leave_one_out_scores(), len(scorers))
         items = [
             ReportItem(
                 name=str(sample.path.relative_to(data.root / "test")),
@@ -70,8 +79,8 @@ class EvaluationReport:
             for sample, prediction in zip(data.test, predictions)
         ]
         meta = ReportMeta(
-            preset=self.pipeline.config.name, k=k, scorers=scorers, weights=self.pipeline.weights,
-            used_fallback=self.pipeline.used_fallback, threshold=threshold, threshold_rule=rule,
+            preset=self.preset, k=k, scorers=scorers, weights=detector.weights,
+            used_fallback=detector.used_fallback, threshold=threshold, threshold_rule=rule,
             title=f"loco_ad evaluation: {data.name}", extra={"category": data.name, "seed": seed},
         )
         self.pending.append((data.name, items, meta))
@@ -102,14 +111,17 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def body() -> int:
+        config = config_from_args(args)
+        if printed_config(args, config):
+            return 0
         from loco_ad.evaluate import evaluate
 
         root = data_root(args.data_root)
         datasets = [load_category(root, name) for name in resolve_categories(root, args.category)]
-        pipeline = pipeline_from_args(args)
-        report = EvaluationReport(pipeline, seed=args.seeds[0], k=max(args.shots)) if args.report else None
+        pipeline = pipeline_from_args(args, config)
+        report = EvaluationReport(config.name, seed=args.seeds[0], k=max(args.shots)) if args.report else None
         result = evaluate(pipeline, datasets, args.seeds, args.shots, pixel=not args.no_pixel, on_predictions=report)
-        scorer_columns = list(pipeline.config.scorers)
+        scorer_columns = list(config.ensemble.scorers)
         write_csv(args.out / "scores.csv", result.scores,
                   ["category", "seed", "k_shot", "file", "label", "anomaly_type", "score", *scorer_columns])
         write_csv(args.out / "metrics.csv", result.metrics, [c for c in METRIC_COLUMNS if any(c in r for r in result.metrics)])
@@ -119,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
             {
                 **summary,
                 "config": {
-                    "pipeline": pipeline.config.to_dict(),
+                    "pipeline": config.to_dict(),
                     "data_root": str(root),
                     "categories": [d.name for d in datasets],
                     "shots": args.shots,

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from loco_ad.cache import AnalysisCache
-from loco_ad.config import ALL_SCORERS, get_preset
+from loco_ad.config import ALL_SCORERS, apply_overrides, get_preset
 from loco_ad.errors import DataError
 from loco_ad.pipeline import Pipeline
 from tests.scenes import LOGICAL, make_scene
@@ -122,8 +122,7 @@ def test_sam_and_dinov2_code_path_with_tiny_models(tmp_path):
     from loco_ad.stages.segment import SamSegmenter
     from tests.tiny_models import tiny_dinov2, tiny_sam
 
-    config = dataclasses.replace(get_preset("fast"), embedder=dataclasses.replace(get_preset("fast").embedder, image_size=112))
-    config = config.with_scorers(ALL_SCORERS)
+    config = apply_overrides(get_preset("fast").with_scorers(ALL_SCORERS), ["embedder.image_size=112"])
     pipeline = Pipeline(
         config,
         segmenter=SamSegmenter(tiny_sam(), points_per_side=4),
@@ -137,5 +136,5 @@ def test_sam_and_dinov2_code_path_with_tiny_models(tmp_path):
     assert (height, width) == config.working_size(*SIZE)
     assert prediction.analysis.patches.shape[:2] == (height // 14, width // 14)
     stored = AnalysisCache(tmp_path)
-    key = stored.key(prediction.analysis.rgb, config.model_key())
+    key = stored.key(prediction.analysis.rgb, pipeline._model_key())
     assert set(stored.load(key)) == {"patches", "segment_map"}

@@ -38,10 +38,13 @@ def test_offline_run_writes_all_result_files(tmp_path, tiny_loco_root, capsys):
     metrics = _rows(out / "metrics.csv")
     assert len(metrics) == 4
     assert {"seed", "k_shot", "category", "image_score", "pixel_score", "image_auroc", "logical_auroc",
-            "structural_auroc", "pixel_auroc", "spro"} <= set(metrics[0])
+            "structural_auroc", "pixel_auroc", "logical_spro", "structural_spro", "spro"} <= set(metrics[0])
+    for row in metrics:  # spro is the mean of the two types, each against all good images
+        assert float(row["spro"]) == pytest.approx((float(row["logical_spro"]) + float(row["structural_spro"])) / 2)
     results = json.loads((out / "results.json").read_text())
     assert {"aufc", "normalized_aufc", "avg_image_score", "config", "references"} <= set(results)
-    assert results["config"]["pipeline"]["scorers"] == ["class_agnostic", "histogram", "location"]
+    assert results["config"]["pipeline"]["ensemble"]["scorers"] == ["class_agnostic", "histogram", "location"]
+    assert results["config"]["pipeline"]["segmenter"]["sam"]["pred_iou_thresh"] == 0.88  # every knob is recorded
     drawn = results["references"]["juice_bottle"]["42"]["2"]
     assert len(drawn) == 2 and all(Path(p).exists() for p in drawn)
     assert [["juice_bottle", 42, 1], ["juice_bottle", 0, 1]] == results["fallback_weights_used"]

@@ -29,6 +29,19 @@ class Segmenter(Protocol):
         ...
 
 
+class ClassSegmenter(Segmenter, Protocol):
+    """A segmenter whose segments carry class ids consistent across images (alignment ``"segmenter"``).
+
+    ``n_classes`` counts the class ids ``segment_classes`` can give, background (0) included.
+    """
+
+    n_classes: int
+
+    def segment_classes(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(H×W int32 partition as from ``segment``, H×W int32 class ids in [0, n_classes))."""
+        ...
+
+
 class Embedder(Protocol):
     """Computes a grid of L2-normalised patch features."""
 
