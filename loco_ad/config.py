@@ -380,12 +380,16 @@ class EnsembleConfig(_Settings):
       fallback_scales: per-scorer divisor when k = 1 (no leave-one-out possible).
       weight_floor_fraction: a leave-one-out weight is at least this fraction of the
         scorer's fallback scale (identical references would otherwise give weight 0).
+      threshold_rule: how the automatic verdict threshold comes from the references'
+        leave-one-out scores (``loco_ad.threshold.RULES``): ``median`` (default; see
+        ``experiments/threshold_rules.py``), ``mean``, ``mean_std`` or ``max``.
     """
 
     scorers: tuple[str, ...] = DEFAULT_SCORERS
     multipliers: PerScorer = field(default_factory=PerScorer)
     fallback_scales: PerScorer = DEFAULT_FALLBACK_SCALES
     weight_floor_fraction: float = 0.01
+    threshold_rule: Literal["median", "mean", "mean_std", "max"] = "median"
 
     def _check(self) -> None:
         check_scorers(self.scorers)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Sequence
 
 import cv2
@@ -173,7 +174,7 @@ def evaluate(
                         "category": data.name,
                         "seed": seed,
                         "k_shot": k,
-                        "file": str(sample.path.relative_to(data.root)),
+                        "file": _file_name(sample.path, data.root),
                         "label": sample.label,
                         "anomaly_type": sample.anomaly_type,
                         "score": prediction.score,
@@ -183,6 +184,11 @@ def evaluate(
             if on_predictions is not None:
                 on_predictions(data, seed, k, predictions, detector)
     return result
+
+
+def _file_name(path: Path, root: Path) -> str:
+    """A test image's name in scores.csv: its path under the category folder, else the path as given."""
+    return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
 
 
 def _resize_map(anomaly_map: np.ndarray, size: tuple[int, int]) -> np.ndarray:

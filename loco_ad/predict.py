@@ -27,10 +27,10 @@ from tqdm.auto import tqdm
 from loco_ad.cli import add_pipeline_arguments, config_from_args, pipeline_from_args, printed_config, run_main
 from loco_ad.data import list_images, read_image
 from loco_ad.errors import DataError, ImageReadError
+from loco_ad.threshold import auto_threshold
 from loco_ad.report import (
     ReportItem,
     ReportMeta,
-    auto_threshold,
     map_colour_range,
     overlay_stems,
     write_html_report,
@@ -153,7 +153,7 @@ def run(args: argparse.Namespace) -> int:
         raise DataError(f"good image {error.path} cannot be read ({error.reason}); fix or remove it") from None
     scorers = config.ensemble.scorers
     if args.threshold is None:
-        threshold, rule = auto_threshold(pipeline.leave_one_out_scores(), len(scorers))
+        threshold, rule = auto_threshold(pipeline.leave_one_out_scores(), len(scorers), config.ensemble.threshold_rule)
     else:
         threshold, rule = args.threshold, "given with --threshold"
     items, pictures = _score(pipeline, images, args.images, threshold, args.out)

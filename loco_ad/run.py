@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from loco_ad.analysis import Prediction
+from loco_ad.config import PipelineConfig
 from loco_ad.core import Detector
 from loco_ad.cli import (
     add_evaluation_arguments,
@@ -30,7 +31,8 @@ from loco_ad.cli import (
 )
 from loco_ad.data import CategoryData, data_root, load_category, read_mask, resolve_categories
 from loco_ad.io import write_csv, write_json
-from loco_ad.report import ReportItem, ReportMeta, auto_threshold, write_image_report
+from loco_ad.report import ReportItem, ReportMeta, write_image_report
+from loco_ad.threshold import auto_threshold
 
 TABLE_COLUMNS = ("image_score", "image_auroc", "logical_auroc", "structural_auroc", "pixel_score", "pixel_auroc", "spro")
 METRIC_COLUMNS = ["seed", "k_shot", "category", "image_score", "pixel_score", "image_auroc", "image_ap",
@@ -50,24 +52,24 @@ def build_parser() -> argparse.ArgumentParser:
 class EvaluationReport:
     """Keeps the predictions of one (seed, k) per category and writes their pictures and report.html.
 
-    The verdicts use ``report.auto_threshold`` on the leave-one-out scores of
+    The verdicts use ``threshold.auto_threshold`` on the leave-one-out scores of
     that fit's references; anomalous images get their ground-truth outline.
     Nothing is written until ``write``, so a failed run leaves no partial report.
 
     Arguments:
-      preset: the preset name, for the report's header.
+      config: the evaluated configuration (its name, and its threshold rule).
       seed, k: the run to report.
     """
 
-    def __init__(self, preset: str, seed: int, k: int) -> None:
-        self.preset, self.seed, self.k = preset, seed, k
+    def __init__(self, config: PipelineConfig, seed: int, k: int) -> None:
+        self.config, self.seed, self.k = config, seed, k
         self.pending: list[tuple[str, list, object]] = []
 
     def __call__(self, data: CategoryData, seed: int, k: int, predictions: list[Prediction], detector: Detector) -> None:
         if (seed, k) != (self.seed, self.k):
             return
         scorers = detector.scorer_names
-        threshold, rule = auto_threshold(detector.leave_one_out_scores(), len(scorers))
+        threshold, rule = auto_threshold(detector.leave_one_out_scores(), len(scorers), self.config.ensemble.threshold_rule)
         items = [
             ReportItem(
                 name=str(sample.path.relative_to(data.root / "test")),
@@ -79,7 +81,7 @@ class EvaluationReport:
             for sample, prediction in zip(data.test, predictions)
         ]
         meta = ReportMeta(
-            preset=self.preset, k=k, scorers=scorers, weights=detector.weights,
+            preset=self.config.name, k=k, scorers=scorers, weights=detector.weights,
             used_fallback=detector.used_fallback, threshold=threshold, threshold_rule=rule,
             title=f"loco_ad evaluation: {data.name}", extra={"category": data.name, "seed": seed},
         )
@@ -119,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         root = data_root(args.data_root)
         datasets = [load_category(root, name) for name in resolve_categories(root, args.category)]
         pipeline = pipeline_from_args(args, config)
-        report = EvaluationReport(config.name, seed=args.seeds[0], k=max(args.shots)) if args.report else None
+        report = EvaluationReport(config, seed=args.seeds[0], k=max(args.shots)) if args.report else None
         result = evaluate(pipeline, datasets, args.seeds, args.shots, pixel=not args.no_pixel, on_predictions=report)
         scorer_columns = list(config.ensemble.scorers)
         write_csv(args.out / "scores.csv", result.scores,
