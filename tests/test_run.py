@@ -161,3 +161,17 @@ def test_report_with_ground_truth_outlines(tmp_path, tiny_loco_root):
     white = lambda src: int((np.asarray(Image.open(folder / src)) == 255).all(-1).sum())  # noqa: E731
     assert outlined and plain
     assert all(white(src) > 0 for src in outlined) and all(white(src) == 0 for src in plain)
+
+
+def test_pixel_metrics_at_full_resolution(tmp_path, tiny_loco_root):
+    """``--set evaluation.pixel_long_side=0`` compares maps and masks at the ground truth's own size."""
+    outs = {}
+    for side in ("0", "256"):
+        outs[side] = tmp_path / f"out{side}"
+        assert _run(tmp_path, "--data-root", str(tiny_loco_root), "--shots", "2", "--seeds", "42", "--preset", "offline",
+                    "--set", f"evaluation.pixel_long_side={side}", "--out", str(outs[side])) == 0
+    full, small = _rows(outs["0"] / "metrics.csv")[0], _rows(outs["256"] / "metrics.csv")[0]
+    assert 0.0 <= float(full["spro"]) <= 1.0 and full["image_score"] == small["image_score"]
+    assert full["pixel_auroc"] != small["pixel_auroc"]  # the 64×96 ground truth, against maps shrunk to 168×256
+    recorded = json.loads((outs["0"] / "results.json").read_text())["config"]["pipeline"]["evaluation"]
+    assert recorded["pixel_long_side"] == 0
