@@ -27,7 +27,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from loco_ad.cli import add_evaluation_arguments, add_pipeline_arguments, pipeline_from_args, run_main
+from loco_ad.cli import add_evaluation_arguments, add_pipeline_arguments, config_from_args, pipeline_from_args, printed_config, run_main
 from loco_ad.config import ALL_SCORERS, DEFAULT_SCORERS, parse_scorers
 from loco_ad.data import data_root, load_category, resolve_categories
 from loco_ad.io import check_output_dir, write_atomic, write_csv
@@ -173,12 +173,14 @@ def main(argv: list[str] | None = None) -> int:
     def body() -> int:
         from loco_ad.evaluate import evaluate
 
-        check_output_dir(args.out, "--out folder")
         pool = parse_scorers(args.scorers) if args.scorers else ALL_SCORERS
+        config = config_from_args(args).with_scorers(pool)
+        if printed_config(args, config):
+            return 0
+        check_output_dir(args.out, "--out folder")
         root = data_root(args.data_root)
         datasets = [load_category(root, name) for name in resolve_categories(root, args.category)]
-        args.scorers = ",".join(pool)
-        pipeline = pipeline_from_args(args)
+        pipeline = pipeline_from_args(args, config)
         subsets = ablation_subsets(pool)
         start = time.perf_counter()
         result = evaluate(pipeline, datasets, args.seeds, args.shots, pixel=False)

@@ -4,9 +4,8 @@ Example::
 
     python experiments/fallback_scales.py --data-root DATA --category juice_bottle --preset offline
 
-For k = 1 there is nothing to leave out, so the ensemble divides each scorer by
-a constant of ``loco_ad.weights.FALLBACK_SCALES`` instead of its leave-one-out
-weight. This script gives the numbers those constants stand for: the
+For k = 1 there is nothing to leave out, so the detector divides each scorer by
+the preset's ``ensemble.fallback_scales`` instead of its leave-one-out weight. This script gives the numbers those constants stand for: the
 ``train/good`` images of each category, sorted, are cut into disjoint
 consecutive pairs; the pipeline is fitted on each pair, and each scorer's
 leave-one-out weight is noted. It prints, per scorer, the median over all
@@ -23,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from loco_ad.cli import add_data_arguments, add_pipeline_arguments, pipeline_from_args, run_main
+from loco_ad.cli import add_data_arguments, add_pipeline_arguments, config_from_args, pipeline_from_args, printed_config, run_main
 from loco_ad.config import ALL_SCORERS, parse_scorers
 from loco_ad.data import data_root, load_category, resolve_categories
 from loco_ad.io import check_output_dir, write_csv
@@ -41,13 +40,14 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def body() -> int:
-        from loco_ad.weights import FALLBACK_SCALES
-
-        check_output_dir(args.out, "--out folder")
         scorers = parse_scorers(args.scorers) if args.scorers else ALL_SCORERS
-        args.scorers = ",".join(scorers)
+        config = config_from_args(args).with_scorers(scorers)
+        if printed_config(args, config):
+            return 0
+        check_output_dir(args.out, "--out folder")
+        in_use = config.ensemble.fallback_scales.as_dict()
         root = data_root(args.data_root)
-        pipeline = pipeline_from_args(args)
+        pipeline = pipeline_from_args(args, config)
         rows = []
         for category in resolve_categories(root, args.category):
             train = load_category(root, category).train
@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{'scorer':<16}{'median':>10}{'min':>10}{'max':>10}{'in use':>10}   ({len(rows) // len(scorers)} pairs)")
         for name in scorers:
             values = [row["weight"] for row in rows if row["scorer"] == name]
-            print(f"{name:<16}{np.median(values):>10.3g}{min(values):>10.3g}{max(values):>10.3g}{FALLBACK_SCALES[name]:>10.3g}")
+            print(f"{name:<16}{np.median(values):>10.3g}{min(values):>10.3g}{max(values):>10.3g}{in_use[name]:>10.3g}")
         print(f"weights written to {args.out}/fallback_scales.csv")
         return 0
 

@@ -50,7 +50,7 @@ from torchvision.transforms.v2 import Resize
 from torchvision.transforms.v2.functional import to_dtype, to_image
 
 from loco_ad.analysis import Prediction
-from loco_ad.cli import add_pipeline_arguments, pipeline_from_args, print_summary, run_main
+from loco_ad.cli import add_pipeline_arguments, config_from_args, pipeline_from_args, print_summary, printed_config, run_main
 from loco_ad.data import CATEGORIES, DATA_ENV, CategoryData, Sample, data_root, load_category, resolve_categories
 from loco_ad.errors import DataError
 from loco_ad.io import check_output_dir, write_atomic, write_csv, write_json
@@ -154,7 +154,7 @@ def run_protocol(pipeline, datasets: Sequence[CategoryData], image_root: Path, p
     masks = {data.name: [challenge_mask(s) for s in data.test] for data in datasets} if pixel else {}
     pixel_scores: dict[tuple[str, int, int], float] = {}
 
-    def pixel_f1(data: CategoryData, seed: int, k: int, predictions: list[Prediction]) -> None:
+    def pixel_f1(data: CategoryData, seed: int, k: int, predictions: list[Prediction], detector) -> None:
         if pixel and predictions[0].map is not None:
             maps = [submission.map_to_image(p.map, VAND_SIZE) for p in predictions]
             pixel_scores[(data.name, seed, k)] = pixel_metrics(masks[data.name], maps)[1]
@@ -245,10 +245,13 @@ def main(argv: list[str] | None = None) -> int:
             model_file = write_package(args.package, args.preset)
             print(f"submission package written to {args.package}/ (model: {model_file}, preset {args.preset})")
             return 0
+        config = config_from_args(args, input_size=VAND_SIZE)
+        if printed_config(args, config):
+            return 0
         check_output_dir(args.out, "--out folder")
         root = data_root(args.data_root)
         datasets = [load_category(root, name) for name in protocol_categories(root, args.category)]
-        pipeline = pipeline_from_args(args, input_size=VAND_SIZE)
+        pipeline = pipeline_from_args(args, config)
         rows, result = run_protocol(pipeline, datasets, args.out / "images_256", pixel=not args.no_pixel)
         summary = result.summary()
         write_csv(args.out / "metrics.csv", rows, METRICS_COLUMNS)

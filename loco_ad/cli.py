@@ -10,13 +10,13 @@ from pathlib import Path
 from typing import Callable
 
 from loco_ad.cache import AnalysisCache, default_cache_dir
-from loco_ad.config import ALIGNMENTS, PRESETS, get_preset, parse_scorers
+from loco_ad.config import ALIGNMENTS, PRESETS, PipelineConfig, apply_overrides, get_preset, parse_scorers
 from loco_ad.data import DATA_ENV, DEFAULT_SEEDS, DEFAULT_SHOTS
 from loco_ad.errors import LocoAdError
 
 
 def add_pipeline_arguments(parser: argparse.ArgumentParser, default_preset: str = "paper") -> None:
-    """Add --preset, --scorers, --alignment, --weights-dir, --cache-dir, --no-cache, --device and --quiet."""
+    """Add --preset, --scorers, --alignment, --set, --print-config, --weights-dir, --cache-dir, --no-cache, --device, --quiet."""
     group = parser.add_argument_group("pipeline")
     group.add_argument("--preset", default=default_preset, help=f"model preset: {', '.join(PRESETS)} (default {default_preset})")
     group.add_argument(
@@ -24,6 +24,14 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser, default_preset: str 
         help="comma-separated scorer ids (default: the preset's ensemble class_agnostic,foreground,histogram)",
     )
     group.add_argument("--alignment", choices=ALIGNMENTS, help="alignment strategy (default: the preset's)")
+    group.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override any setting, e.g. --set segmenter.sam.pred_iou_thresh=0.9 (repeatable; --print-config lists the keys)",
+    )
+    group.add_argument("--print-config", action="store_true", help="print the resolved configuration as JSON and exit")
     group.add_argument("--weights-dir", type=Path, help="folder with model weights (default: $LOCO_AD_WEIGHTS, then the HF/torch caches)")
     group.add_argument("--cache-dir", type=Path, help=f"analysis cache folder (default: $LOCO_AD_CACHE or {default_cache_dir()})")
     group.add_argument("--no-cache", action="store_true", help="keep model outputs in memory only")
@@ -53,18 +61,36 @@ def print_summary(summary: dict[str, float], pipeline) -> None:
         print(f"cache: {pipeline.cache.hits} hits, {pipeline.cache.misses} misses ({pipeline.cache.root})")
 
 
-def pipeline_from_args(args: argparse.Namespace, input_size: tuple[int, int] | None = None):
-    """The ``Pipeline`` the parsed arguments describe (raises ``LocoAdError`` for bad values).
+def config_from_args(args: argparse.Namespace, input_size: tuple[int, int] | None = None) -> PipelineConfig:
+    """The configuration the parsed arguments describe: the preset, then --scorers, --alignment, then each --set.
 
-    ``input_size`` (height, width), when given, is the size every image is resized to before the model.
+    Imports nothing heavy, so a bad value is reported before any model library loads.
+
+    Arguments:
+      args: parsed arguments of ``add_pipeline_arguments``.
+      input_size: (height, width) every image is resized to before the model, or None.
+    Returns:
+      the configuration; ``ConfigError`` for an unknown preset, scorer or key, or a bad value.
     """
-    from loco_ad.pipeline import Pipeline  # torch and the stages load only when a command needs them
-
     config = dataclasses.replace(get_preset(args.preset), input_size=input_size)
     if args.scorers:
         config = config.with_scorers(parse_scorers(args.scorers))
     if args.alignment:
-        config = dataclasses.replace(config, alignment=args.alignment)
+        config = dataclasses.replace(config, alignment=dataclasses.replace(config.alignment, method=args.alignment))
+    return apply_overrides(config, args.set)
+
+
+def printed_config(args: argparse.Namespace, config: PipelineConfig) -> bool:
+    """With --print-config, print ``config`` as JSON and return True (the command then exits 0)."""
+    if args.print_config:
+        print(config.to_json())
+    return args.print_config
+
+
+def pipeline_from_args(args: argparse.Namespace, config: PipelineConfig):
+    """The ``Pipeline`` of ``config`` with the cache, weights folder, device and progress the arguments ask for."""
+    from loco_ad.pipeline import Pipeline  # the stages load only when a command needs them
+
     cache = None if args.no_cache else AnalysisCache(args.cache_dir or default_cache_dir())
     return Pipeline(config, cache=cache, weights_dir=args.weights_dir, device=args.device, progress=not args.quiet)
 

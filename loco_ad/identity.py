@@ -4,10 +4,10 @@
 
 - the stage class (qualified name) and its ``version``, which the code
   carries and bumps whenever a change alters the stage's output;
-- its parameters: the pipeline config's segmenter / embedder settings for a
-  stage the pipeline builds, or, for a stage instance given to ``Pipeline``,
-  every constructor parameter the instance holds (scikit-learn style: stored
-  under the parameter's name);
+- its parameters: the pipeline config's segmenter / embedder settings
+  (always), and, for a stage instance given to ``Pipeline``, every constructor
+  parameter the instance holds (scikit-learn style: stored under the
+  parameter's name);
 - its weights: for a stage the pipeline builds, the identity of the weight
   files it would load (``loco_ad.models.sam_weights_id`` /
   ``dinov2_weights_id``, from file metadata, so a fully cached run loads no
@@ -21,6 +21,7 @@ a stale hit.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import json
 from pathlib import Path
@@ -28,8 +29,8 @@ from typing import Any
 
 import numpy as np
 
+from loco_ad.build import embedder_class, segmenter_class
 from loco_ad.config import PipelineConfig
-from loco_ad.stages import embedder_class, segmenter_class
 
 
 def stage_identity(stage: object) -> dict[str, Any]:
@@ -88,22 +89,23 @@ def model_key(
       ModelWeightsError: weights a built stage needs are not available.
     """
     if segmenter is None:
-        segmenter_id = stage_identity(segmenter_class(config.segmenter.kind))
+        segmenter_id = stage_identity(segmenter_class(config))
         if config.segmenter.kind == "sam":
             from loco_ad.models import sam_weights_id
 
-            segmenter_id.update(weights=sam_weights_id(config.segmenter.sam_model, weights_dir), device=_device_type(device))
+            segmenter_id.update(weights=sam_weights_id(config.segmenter.sam.model, weights_dir), device=_device_type(device))
     else:
         segmenter_id = stage_identity(segmenter)
     if embedder is None:
-        embedder_id = stage_identity(embedder_class(config.embedder.kind))
+        embedder_id = stage_identity(embedder_class(config))
         if config.embedder.kind == "dinov2":
             from loco_ad.models import dinov2_weights_id
 
-            embedder_id.update(weights=dinov2_weights_id(config.embedder.model_id, weights_dir), device=_device_type(device))
+            embedder_id.update(weights=dinov2_weights_id(config.embedder.dinov2.model_id, weights_dir), device=_device_type(device))
     else:
         embedder_id = stage_identity(embedder)
-    return json.dumps({"settings": config.model_key(), "segmenter": segmenter_id, "embedder": embedder_id}, sort_keys=True)
+    settings = {"segmenter": dataclasses.asdict(config.segmenter), "embedder": dataclasses.asdict(config.embedder)}
+    return json.dumps({"settings": settings, "segmenter": segmenter_id, "embedder": embedder_id}, sort_keys=True)
 
 
 def _device_type(device: str) -> str:

@@ -148,6 +148,19 @@ def load_sam(model_type: str, weights_dir: Path | None = None, device: str = "cp
     return model.to(device).eval()
 
 
+def random_sam(model_type: str) -> Sam:
+    """SAM ``model_type`` at its real size with random weights, for benchmarks (no files, no network).
+
+    Arguments:
+      model_type: ``vit_h``, ``vit_l`` or ``vit_b``.
+    Returns:
+      the model in eval mode on the CPU.
+    """
+    if model_type not in SAM_CHECKPOINTS:
+        raise ConfigError(f"unknown SAM model {model_type!r}; choose from {', '.join(SAM_CHECKPOINTS)}")
+    return sam_model_registry[model_type](checkpoint=None).eval()
+
+
 def build_dinov2(model_id: str, random_weights: bool = True) -> Dinov2Model:
     """DINOv2 ``model_id`` at its real size with random weights, for benchmarks (no files, no network).
 

@@ -27,14 +27,14 @@ from typing import Sequence
 
 from tqdm.auto import tqdm
 
-from loco_ad.cli import add_pipeline_arguments, pipeline_from_args, run_main
+from loco_ad.cli import add_pipeline_arguments, config_from_args, pipeline_from_args, printed_config, run_main
 from loco_ad.data import list_images, read_image
 from loco_ad.errors import DataError, ImageReadError
 from loco_ad.io import check_output_dir
+from loco_ad.threshold import auto_threshold
 from loco_ad.report import (
     ReportItem,
     ReportMeta,
-    auto_threshold,
     map_colour_range,
     overlay_stems,
     write_html_report,
@@ -65,9 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m loco_ad.predict",
         description="Fit on a folder of good images and score every image of another folder.",
     )
-    parser.add_argument("--good", required=True, type=Path, help="folder of good reference images (k >= 1, searched recursively)")
-    parser.add_argument("--images", required=True, type=Path, help="folder of images to score (searched recursively)")
-    parser.add_argument("--out", required=True, type=Path, help="output folder for results.csv/json, report.html and images/")
+    # required unless --print-config (checked in ``main``)
+    parser.add_argument("--good", type=Path, help="folder of good reference images (k >= 1, searched recursively)")
+    parser.add_argument("--images", type=Path, help="folder of images to score (searched recursively)")
+    parser.add_argument("--out", type=Path, help="output folder for results.csv/json, report.html and images/")
     parser.add_argument("--threshold", type=_threshold, default=None, help="'auto' (default, from leave-one-out scores of the good images) or a score")
     add_pipeline_arguments(parser, default_preset="fast")
     return parser
@@ -94,7 +95,7 @@ def _score(
     """
     names = [path.relative_to(root).as_posix() for path in paths]
     stems = dict(zip(names, overlay_stems(names)))
-    colour_range = map_colour_range(pipeline.config.scorers)
+    colour_range = map_colour_range(pipeline.config.ensemble.scorers)
     items: list[ReportItem] = []
     pictures: dict[str, dict[str, str]] = {}
     with tqdm(total=len(paths), desc="scoring", unit="img", disable=not pipeline.progress) as bar:
@@ -145,22 +146,25 @@ def run(args: argparse.Namespace) -> int:
     Raises:
       LocoAdError: a usage error, raised before any result file is written.
     """
+    config = config_from_args(args)
+    if printed_config(args, config):
+        return 0
     check_output_dir(args.out, "--out folder")
     good = _list(args.good, "good")
     images = _list(args.images, "images")
-    pipeline = pipeline_from_args(args)
+    pipeline = pipeline_from_args(args, config)
     try:
         pipeline.fit(good)
     except ImageReadError as error:
         raise DataError(f"good image {error.path} cannot be read ({error.reason}); fix or remove it") from None
-    scorers = pipeline.config.scorers
+    scorers = config.ensemble.scorers
     if args.threshold is None:
-        threshold, rule = auto_threshold(pipeline.leave_one_out_scores(), len(scorers))
+        threshold, rule = auto_threshold(pipeline.leave_one_out_scores(), len(scorers), config.ensemble.threshold_rule)
     else:
         threshold, rule = args.threshold, "given with --threshold"
     items, pictures = _score(pipeline, images, args.images, threshold, args.out)
     meta = ReportMeta(
-        preset=pipeline.config.name,
+        preset=config.name,
         k=len(good),
         scorers=scorers,
         weights=pipeline.weights,
@@ -187,7 +191,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     Returns:
       the exit code: 0 all scored, 1 some images unreadable, 2 usage error.
     """
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    missing = [f"--{name}" for name in ("good", "images", "out") if getattr(args, name) is None]
+    if missing and not args.print_config:
+        parser.error(f"the following arguments are required: {', '.join(missing)}")
     return run_main(lambda: run(args))
 
 

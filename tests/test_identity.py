@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
 import json
 import os
@@ -13,7 +12,7 @@ import torch
 
 from loco_ad import models
 from loco_ad.cache import AnalysisCache
-from loco_ad.config import get_preset
+from loco_ad.config import apply_overrides, get_preset
 from loco_ad.identity import model_key, stage_identity
 from loco_ad.pipeline import Pipeline
 from loco_ad.stages.colour_segment import ColourClusterSegmenter
@@ -77,12 +76,7 @@ def fast_weights(tmp_path, monkeypatch) -> Path:
 
 
 def _fast_pipeline(cache: Path, weights: Path) -> Pipeline:
-    fast = get_preset("fast")
-    config = dataclasses.replace(
-        fast,
-        segmenter=dataclasses.replace(fast.segmenter, points_per_side=4),
-        embedder=dataclasses.replace(fast.embedder, image_size=112),
-    )
+    config = apply_overrides(get_preset("fast"), ["segmenter.sam.points_per_side=4", "embedder.image_size=112"])
     return Pipeline(config, cache=AnalysisCache(cache), weights_dir=weights, device="cpu", progress=False)
 
 

@@ -46,14 +46,15 @@ def test_a_read_only_folder_is_refused(read_only_dir):
 
 @pytest.mark.parametrize(
     "script, folder_option",
-    [("ablation", "--out"), ("fallback_scales", "--out"), ("vand2025", "--out"), ("vand2025", "--package")],
+    [("ablation", "--out"), ("fallback_scales", "--out"), ("threshold_rules", "--out"), ("vand2025", "--out"),
+     ("vand2025", "--package"), ("benchmark", "--out")],
 )
 def test_experiments_refuse_an_unwritable_output_folder_first(script, folder_option, tmp_path, capsys):
     main = importlib.import_module(f"experiments.{script}").main
     (tmp_path / "file").write_text("")
     out = tmp_path / "file" / "out"
     # the data root does not exist either: the output folder is checked first
-    argv = ["--data-root", str(tmp_path / "no_data"), "--preset", "offline", "--no-cache", folder_option, str(out)]
-    assert main(argv) == 2
+    options = ["--presets", "offline"] if script == "benchmark" else ["--data-root", str(tmp_path / "no_data"), "--preset", "offline", "--no-cache"]
+    assert main([*options, folder_option, str(out)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "\n" not in err and f"{folder_option} folder {out}" in err

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from loco_ad.cache import AnalysisCache
-from loco_ad.config import ALL_SCORERS, get_preset
+from loco_ad.config import ALL_SCORERS, apply_overrides, get_preset
 from loco_ad.errors import DataError, ImageReadError
 from loco_ad.pipeline import Pipeline
 from tests.scenes import LOGICAL, make_scene
@@ -157,8 +157,7 @@ def test_sam_and_dinov2_code_path_with_tiny_models(tmp_path):
     from loco_ad.stages.segment import SamSegmenter
     from tests.tiny_models import tiny_dinov2, tiny_sam
 
-    config = dataclasses.replace(get_preset("fast"), embedder=dataclasses.replace(get_preset("fast").embedder, image_size=112))
-    config = config.with_scorers(ALL_SCORERS)
+    config = apply_overrides(get_preset("fast").with_scorers(ALL_SCORERS), ["embedder.image_size=112"])
     pipeline = Pipeline(
         config,
         segmenter=SamSegmenter(tiny_sam(), points_per_side=4),

@@ -78,7 +78,7 @@ def test_scores_all_readable_images_and_lists_the_corrupt_one(predicted: tuple[P
         assert float(row["score"]) == pytest.approx(sum(float(row[s]) for s in meta["scorers"]), rel=1e-5)
     assert meta["k"] == 3 and meta["preset"] == "offline" and meta["used_fallback"] is False
     assert meta["threshold_rule"].startswith("auto")
-    assert set(meta["weights"]) == set(meta["scorers"]) == set(get_preset("offline").scorers)
+    assert set(meta["weights"]) == set(meta["scorers"]) == set(get_preset("offline").ensemble.scorers)
 
 
 def test_overlays_at_working_resolution(predicted: tuple[Path, int]) -> None:

@@ -19,7 +19,6 @@ from loco_ad.report import (
     SEGMENT_BORDER,
     ReportItem,
     ReportMeta,
-    auto_threshold,
     heatmap_overlay,
     map_colour_range,
     overlay_stems,
@@ -74,17 +73,6 @@ def _prediction(anomaly: str, seed: int, with_map: bool = True) -> Prediction:
 
 def _meta(threshold: float = 1.0) -> ReportMeta:
     return ReportMeta("offline", 3, SCORERS, {"class_agnostic": 0.2, "histogram": 0.05}, False, threshold, "given")
-
-
-def test_auto_threshold_hand_worked() -> None:
-    # three good references: the largest leave-one-out score is the threshold
-    threshold, rule = auto_threshold([1.25, 2.5, 1.75], n_scorers=3)
-    assert threshold == 2.5
-    assert "leave-one-out" in rule and "3" in rule
-    # k = 1: no leave-one-out scores, each normalised scorer ≈ 1 on the worst good image
-    threshold, rule = auto_threshold([], n_scorers=3)
-    assert threshold == 3.0
-    assert "k = 1" in rule
 
 
 def test_heatmap_overlay_colours_and_scale() -> None:

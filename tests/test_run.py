@@ -38,10 +38,13 @@ def test_offline_run_writes_all_result_files(tmp_path, tiny_loco_root, capsys):
     metrics = _rows(out / "metrics.csv")
     assert len(metrics) == 4
     assert {"seed", "k_shot", "category", "image_score", "pixel_score", "image_auroc", "logical_auroc",
-            "structural_auroc", "pixel_auroc", "spro"} <= set(metrics[0])
+            "structural_auroc", "pixel_auroc", "logical_spro", "structural_spro", "spro"} <= set(metrics[0])
+    for row in metrics:  # spro is the mean of the two types, each against all good images
+        assert float(row["spro"]) == pytest.approx((float(row["logical_spro"]) + float(row["structural_spro"])) / 2)
     results = json.loads((out / "results.json").read_text())
     assert {"aufc", "normalized_aufc", "avg_image_score", "config", "references"} <= set(results)
-    assert results["config"]["pipeline"]["scorers"] == ["class_agnostic", "histogram", "location"]
+    assert results["config"]["pipeline"]["ensemble"]["scorers"] == ["class_agnostic", "histogram", "location"]
+    assert results["config"]["pipeline"]["segmenter"]["sam"]["pred_iou_thresh"] == 0.88  # every knob is recorded
     drawn = results["references"]["juice_bottle"]["42"]["2"]
     assert len(drawn) == 2 and all(Path(p).exists() for p in drawn)
     assert [["juice_bottle", 42, 1], ["juice_bottle", 0, 1]] == results["fallback_weights_used"]
@@ -158,6 +161,20 @@ def test_report_with_ground_truth_outlines(tmp_path, tiny_loco_root):
     white = lambda src: int((np.asarray(Image.open(folder / src)) == 255).all(-1).sum())  # noqa: E731
     assert outlined and plain
     assert all(white(src) > 0 for src in outlined) and all(white(src) == 0 for src in plain)
+
+
+def test_pixel_metrics_at_full_resolution(tmp_path, tiny_loco_root):
+    """``--set evaluation.pixel_long_side=0`` compares maps and masks at the ground truth's own size."""
+    outs = {}
+    for side in ("0", "256"):
+        outs[side] = tmp_path / f"out{side}"
+        assert _run(tmp_path, "--data-root", str(tiny_loco_root), "--shots", "2", "--seeds", "42", "--preset", "offline",
+                    "--set", f"evaluation.pixel_long_side={side}", "--out", str(outs[side])) == 0
+    full, small = _rows(outs["0"] / "metrics.csv")[0], _rows(outs["256"] / "metrics.csv")[0]
+    assert 0.0 <= float(full["spro"]) <= 1.0 and full["image_score"] == small["image_score"]
+    assert full["pixel_auroc"] != small["pixel_auroc"]  # the 64×96 ground truth, against maps shrunk to 168×256
+    recorded = json.loads((outs["0"] / "results.json").read_text())["config"]["pipeline"]["evaluation"]
+    assert recorded["pixel_long_side"] == 0
 
 
 def _one_line_error(capsys) -> str:

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from loco_ad.build import build_embedder, build_segmenter
 from loco_ad.config import get_preset
 from loco_ad.stages.colour_segment import ColourClusterSegmenter
 from loco_ad.stages.handcrafted import HandcraftedEmbedder
@@ -29,17 +30,10 @@ GOLDEN = Path(__file__).with_name("golden_stages.json")
 SIZE = (112, 168)  # a multiple of the patch size: the embedder sees the scene as drawn
 
 
-def _offline_stages() -> tuple[ColourClusterSegmenter, HandcraftedEmbedder]:
-    config = get_preset("offline")
-    segmenter = ColourClusterSegmenter(n_colours=config.segmenter.n_colours, min_area=config.segmenter.min_area)
-    settings = config.embedder
-    embedder = HandcraftedEmbedder(settings.patch_size, neighbour_weight=settings.neighbour_weight, position_weight=settings.position_weight)
-    return segmenter, embedder
-
-
 def fingerprints() -> dict[str, dict]:
     """Per stage class: its version and rounded statistics of its output on fixed generated scenes."""
-    segmenter, embedder = _offline_stages()
+    segmenter, embedder = build_segmenter(get_preset("offline")), build_embedder(get_preset("offline"))
+    assert isinstance(segmenter, ColourClusterSegmenter) and isinstance(embedder, HandcraftedEmbedder)
     segmenter.fit([make_scene("good", seed=seed, size=SIZE).rgb for seed in range(2)])
     image = make_scene("missing", seed=7, size=SIZE).rgb
     partition, classes = segmenter.segment_classes(image)

@@ -35,6 +35,19 @@ class Segmenter(Protocol):
         ...
 
 
+class ClassSegmenter(Segmenter, Protocol):
+    """A segmenter whose segments carry class ids consistent across images (alignment ``"segmenter"``).
+
+    ``n_classes`` counts the class ids ``segment_classes`` can give, background (0) included.
+    """
+
+    n_classes: int
+
+    def segment_classes(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(H×W int32 partition as from ``segment``, H×W int32 class ids in [0, n_classes))."""
+        ...
+
+
 class Embedder(Protocol):
     """Computes a grid of L2-normalised patch features."""
 
@@ -44,25 +57,3 @@ class Embedder(Protocol):
     def embed(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
         """One (H/patch)×(W/patch)×D float32 array per image, each feature of unit L2 norm."""
         ...
-
-
-def segmenter_class(kind: str) -> type:
-    """The segmenter class of ``SegmenterConfig.kind`` (imported only when asked for: SAM's needs torch)."""
-    if kind == "sam":
-        from loco_ad.stages.segment import SamSegmenter
-
-        return SamSegmenter
-    from loco_ad.stages.colour_segment import ColourClusterSegmenter
-
-    return ColourClusterSegmenter
-
-
-def embedder_class(kind: str) -> type:
-    """The embedder class of ``EmbedderConfig.kind`` (imported only when asked for: DINOv2's needs torch)."""
-    if kind == "dinov2":
-        from loco_ad.stages.embed import Dinov2Embedder
-
-        return Dinov2Embedder
-    from loco_ad.stages.handcrafted import HandcraftedEmbedder
-
-    return HandcraftedEmbedder
