@@ -18,12 +18,15 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import TYPE_CHECKING, Literal, Sequence
 
 import numpy as np
 from PIL import Image, ImageFile
 
 from loco_ad.errors import ConfigError, DataError, ImageReadError
+
+if TYPE_CHECKING:
+    import torch
 
 CATEGORIES: tuple[str, ...] = ("breakfast_box", "juice_bottle", "pushpins", "screw_bag", "splicing_connectors")
 # Pixel count (width × height) of the original images of each category; absolute
@@ -134,6 +137,23 @@ def read_image(path: str | Path, size: tuple[int, int] | None = None) -> np.ndar
     if size is not None:
         image = image.resize((size[1], size[0]), Image.Resampling.BILINEAR)
     return np.asarray(image, dtype=np.uint8).copy()
+
+
+def tensor_to_rgb(images: torch.Tensor) -> np.ndarray:
+    """Float image tensors in [0, 1] (as torchvision and anomalib pass them) as the uint8 arrays the pipeline takes.
+
+    The conversion runs on the tensors' device; only the uint8 result is copied
+    to host memory, in one transfer for the whole batch.
+
+    Arguments:
+      images: B×3×H×W ``torch.Tensor``, values in [0, 1] (clipped otherwise), on any device.
+    Returns:
+      B×H×W×3 uint8 array, ``round(255 × value)`` (round half to even).
+    """
+    import torch  # imported here: the rest of the data layer does not need it
+
+    scaled = images.detach().to(torch.float32).clamp(0, 1).mul(255).round().to(torch.uint8)
+    return scaled.permute(0, 2, 3, 1).contiguous().cpu().numpy()
 
 
 def _open(path: str | Path) -> Image.Image:

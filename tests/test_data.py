@@ -23,6 +23,7 @@ from loco_ad.data import (
     read_mask_channels,
     resolve_categories,
     saturation_scale,
+    tensor_to_rgb,
 )
 from loco_ad.errors import ConfigError, DataError, ImageReadError
 from tests.loco_tree import DEFECTS, make_loco_tree
@@ -96,6 +97,20 @@ def test_multi_file_ground_truth(tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------- images
+
+
+def test_tensor_to_rgb_rounds_clips_and_keeps_the_layout() -> None:
+    images = torch.zeros(2, 3, 4, 5)
+    images[0, 0] = 1.0  # red
+    images[0, 2] = 128 / 255
+    images[1, 1] = 2.0  # clipped to 255
+    images[1, 2] = -1.0  # clipped to 0
+    images[1, 0, 0, 0] = 100.4 / 255  # rounds down
+    images[1, 0, 0, 1] = 100.6 / 255  # rounds up
+    rgb = tensor_to_rgb(images)
+    assert rgb.shape == (2, 4, 5, 3) and rgb.dtype == np.uint8 and rgb.flags.c_contiguous
+    assert (rgb[0] == [255, 0, 128]).all()
+    assert (rgb[1, 1:, :] == [0, 255, 0]).all() and rgb[1, 0, 0, 0] == 100 and rgb[1, 0, 1, 0] == 101
 
 
 def test_read_image_converts_modes(tmp_path: Path) -> None:
