@@ -30,15 +30,15 @@ import numpy as np
 from loco_ad.cli import (
     add_evaluation_arguments,
     add_pipeline_arguments,
-    check_out_dir,
     config_from_args,
     data_root_or_sample,
     pipeline_from_args,
+    printed_config,
     run_main,
 )
 from loco_ad.config import ALL_SCORERS, DEFAULT_SCORERS, parse_scorers
-from loco_ad.data import check_shots, load_category, resolve_categories
-from loco_ad.io import write_atomic, write_csv
+from loco_ad.data import load_category, resolve_categories
+from loco_ad.io import check_output_dir, write_atomic, write_csv
 from loco_ad.metrics import image_metrics
 
 ABLATION_COLUMNS = ["subset", "category", "seed", "k_shot", "image_score", "image_auroc", "logical_auroc", "structural_auroc"]
@@ -182,13 +182,13 @@ def main(argv: list[str] | None = None) -> int:
         from loco_ad.evaluate import evaluate
 
         pool = parse_scorers(args.scorers) if args.scorers else ALL_SCORERS
-        args.scorers = ",".join(pool)
-        config = config_from_args(args)
+        config = config_from_args(args).with_scorers(pool)
+        if printed_config(args, config):
+            return 0
+        check_output_dir(args.out, "--out folder")
         root = data_root_or_sample(args.data_root)
         datasets = [load_category(root, name) for name in resolve_categories(root, args.category)]
-        check_shots(datasets, args.shots)
-        check_out_dir(args.out)
-        pipeline = pipeline_from_args(args, config)  # torch and the models load from here on
+        pipeline = pipeline_from_args(args, config)
         subsets = ablation_subsets(pool)
         start = time.perf_counter()
         result = evaluate(pipeline, datasets, args.seeds, args.shots, pixel=False)

@@ -1,28 +1,40 @@
-"""Speed and memory of each stage, per preset, at real model sizes with random weights.
+"""Speed and memory of each stage, per preset, and a projection of the full VAND 2025 protocol.
 
 Example::
 
-    python experiments/benchmark.py --presets fast offline --images 1 --device auto --out runs/benchmark
+    python experiments/benchmark.py --presets offline fast --random-weights --images 2 --out runs/benchmark
+    python experiments/benchmark.py --presets paper fast --random-weights --device cuda --images 16 --out runs/benchmark
 
-For each preset, the segmenter and the embedder are built at their real size
-with random weights (SAM from ``segment_anything.sam_model_registry`` without a
-checkpoint, DINOv2 from ``loco_ad.models.DINOV2_CONFIGS``), so nothing is
-downloaded, and run on ``--images`` images at the preset's working resolution
-(SAM resizes to its 1024 px input itself). Times and memory are those of the
-trained models, except SAM's mask post-processing, which depends on how many
-masks pass its quality thresholds: random weights give few or none, trained
-weights tens, so the SAM figure is a lower bound by that (small) part.
+Every component is built by ``loco_ad.build`` from the preset (and ``--set``
+overrides), exactly as the pipeline builds it. ``--random-weights`` builds SAM
+and DINOv2 at their real size untrained, so nothing is read or downloaded;
+time and memory are those of the trained models, except SAM's mask
+post-processing, which depends on how many masks pass its quality thresholds
+(random weights give few, trained weights tens), so the SAM figure is a lower
+bound by that part. Without it the weights come through ``loco_ad.models``.
 
-Then each scorer is timed against k: ``fit`` on k references, ``score`` of one
-test image and the leave-one-out weight (k ≥ 2), on synthetic analyses with
-the preset's patch grid and feature size (scorer cost depends on the sizes,
-not on the content).
+Stages, on ``--images`` copies (shifted) of one image at the preset's working
+resolution: ``segment`` per image (and ``segment_fit`` per reference set for the
+colour segmenter), ``embed`` of all images in the embedder's batches (bf16 on
+CUDA; the first batch is a warm-up and not timed), ``align`` per image. Then
+the detector at each k on synthetic analyses with the preset's patch grid and
+feature size (scorer cost depends on sizes, not content): ``fit`` (every
+enabled scorer and its leave-one-out weight) and ``score`` per test image.
+
+The projection adds these up for the VAND 2025 protocol on MVTec LOCO AD:
+its 1,568 test images and at most 24 drawn references per category (8 per
+seed, the draws of one seed being nested) go once through the models, and each
+of the 60 fits (5 categories × 3 seeds × 4 k) scores its category's test
+images (a reference-dependent segmenter segments them again for every fit).
+Times add up as if on one thread; the pipeline aligns and scores test images on
+all CPU cores (when the patch banks are not on a GPU), so the fits part is an
+upper bound there.
 
 Memory: peak resident set size of the process during the stage (sampled from
 ``/proc/self/statm`` every 5 ms; elsewhere the process-lifetime peak from
-``resource``), and on CUDA the peak of ``torch.cuda.max_memory_allocated``.
+``resource``), and on CUDA ``torch.cuda.max_memory_allocated``.
 
-Writes OUT/stages.csv and OUT/scorers.csv and prints both as tables.
+Writes OUT/stages.csv, OUT/detector.csv and OUT/projection.csv and prints them.
 """
 
 from __future__ import annotations
@@ -38,27 +50,41 @@ from typing import Callable, Iterator, Sequence
 
 import cv2
 import numpy as np
-import torch
-from skimage.color import rgb2lab
 
 from loco_ad.analysis import ImageAnalysis
-from loco_ad.config import ALL_SCORERS, PRESETS, PipelineConfig
-from loco_ad.io import write_csv
-from loco_ad.models import build_dinov2, resolve_device
-from loco_ad.stages import Embedder, Segmenter
+from loco_ad.build import build_detector, build_embedder, build_segmenter, segmenter_class
+from loco_ad.cli import run_main
+from loco_ad.config import PRESETS, PipelineConfig, apply_overrides, get_preset
+from loco_ad.io import check_output_dir, write_csv
+from loco_ad.stages.align import align, patch_grid_labels
+from loco_ad.stages.cielab import rgb_to_lab
 
 SHARED_IMAGE = (
     Path(__file__).resolve().parents[2] / "shared" / "data" / "mvtec_loco_subset" / "juice_bottle" / "train" / "good" / "000.png"
 )
 SHOTS = (1, 2, 4, 8)
 N_CLASSES = 6  # synthetic analyses: background + 5 classes
+VAND_TEST_IMAGES = 1568  # MVTec LOCO AD test split, five categories
+VAND_REFERENCES = 5 * 3 * 8  # at most 8 distinct references per (category, seed)
+VAND_FITS_PER_K = 5 * 3  # categories × seeds
+
+
+def _cuda(device: str) -> bool:
+    return device.startswith("cuda")
+
+
+def _synchronize(device: str) -> None:
+    if _cuda(device):
+        import torch
+
+        torch.cuda.synchronize()
 
 
 class PeakMemory:
     """Peak CPU resident memory (and CUDA allocated memory) while the block runs, in MiB."""
 
     def __init__(self, device: str) -> None:
-        self.cuda = device.startswith("cuda")
+        self.device = device
         self.cpu_mib = 0.0
         self.cuda_mib = float("nan")
 
@@ -73,7 +99,9 @@ class PeakMemory:
 
     @contextmanager
     def measure(self) -> Iterator["PeakMemory"]:
-        if self.cuda:
+        if _cuda(self.device):
+            import torch
+
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
         done = threading.Event()
@@ -88,7 +116,9 @@ class PeakMemory:
         try:
             yield self
         finally:
-            if self.cuda:
+            if _cuda(self.device):
+                import torch
+
                 torch.cuda.synchronize()
                 self.cuda_mib = torch.cuda.max_memory_allocated() / 2**20
             done.set()
@@ -102,14 +132,13 @@ def timed(device: str, work: Callable[[], object]) -> tuple[object, float, float
     with memory.measure():
         start = time.perf_counter()
         result = work()
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
+        _synchronize(device)
         seconds = time.perf_counter() - start
     return result, seconds, memory.cpu_mib, memory.cuda_mib
 
 
 def benchmark_images(config: PipelineConfig, count: int, image: Path | None) -> list[np.ndarray]:
-    """``count`` RGB images at the preset's working resolution: the given or shared image, else seeded noise."""
+    """``count`` RGB images at the preset's working resolution: the given or shared image, else smoothed noise."""
     path = image or (SHARED_IMAGE if SHARED_IMAGE.is_file() else None)
     if path is not None:
         from loco_ad.data import read_image
@@ -119,75 +148,56 @@ def benchmark_images(config: PipelineConfig, count: int, image: Path | None) -> 
         rgb = cv2.GaussianBlur(np.random.default_rng(0).integers(0, 256, (800, 400, 3), np.uint8), (0, 0), 8)
     height, width = config.working_size(*rgb.shape[:2])
     rgb = cv2.resize(rgb, (width, height), interpolation=cv2.INTER_AREA)
-    return [np.ascontiguousarray(np.roll(rgb, shift, axis=1)) for shift in range(count)]
+    return [np.ascontiguousarray(np.roll(rgb, 3 * shift, axis=1)) for shift in range(count)]
 
 
-def random_weight_segmenter(config: PipelineConfig, device: str) -> Segmenter:
-    """The preset's segmenter at real size with random weights."""
-    settings = config.segmenter
-    if settings.kind == "sam":
-        from segment_anything import sam_model_registry
-
-        from loco_ad.stages.segment import SamSegmenter
-
-        sam = sam_model_registry[settings.sam_model](checkpoint=None).to(device).eval()
-        return SamSegmenter(sam, points_per_side=settings.points_per_side, min_area=settings.min_area)
-    from loco_ad.stages.colour_segment import ColourClusterSegmenter
-
-    return ColourClusterSegmenter(n_colours=settings.n_colours, min_area=settings.min_area)
-
-
-def random_weight_embedder(config: PipelineConfig, device: str) -> Embedder:
-    """The preset's embedder at real size with random weights."""
-    settings = config.embedder
-    if settings.kind == "dinov2":
-        from loco_ad.stages.embed import Dinov2Embedder
-
-        return Dinov2Embedder(build_dinov2(settings.model_id), patch_size=settings.patch_size, device=device)
-    from loco_ad.stages.handcrafted import HandcraftedEmbedder
-
-    return HandcraftedEmbedder(patch_size=settings.patch_size)
-
-
-def stage_row(config: PipelineConfig, stage: str, image: object, rgb: np.ndarray, build_s: float, measured: tuple) -> dict:
-    """One row of the stage table from ``timed``'s result."""
+def stage_row(config: PipelineConfig, stage: str, images: int, measured: tuple, build_s: float = float("nan")) -> dict:
+    """One row of the stage table: seconds per image of one ``timed`` call over ``images`` images."""
     _, seconds, cpu_mib, cuda_mib = measured
-    return dict(preset=config.name, stage=stage, image=image, height=rgb.shape[0], width=rgb.shape[1],
-                seconds=seconds, cpu_peak_mib=cpu_mib, cuda_peak_mib=cuda_mib, build_s=build_s)
+    return dict(preset=config.name, stage=stage, images=images, s_per_image=seconds / images,
+                cpu_peak_mib=cpu_mib, cuda_peak_mib=cuda_mib, build_s=build_s)
 
 
-def bench_segmenter(config: PipelineConfig, images: Sequence[np.ndarray], device: str) -> list[dict]:
-    """Rows of the segmenter: its fit on all images when it needs references, then one per image."""
-    start = time.perf_counter()
-    segmenter = random_weight_segmenter(config, device)
-    build_s = time.perf_counter() - start
+def bench_models(config: PipelineConfig, images: Sequence[np.ndarray], device: str, random_weights: bool) -> tuple[list[dict], list]:
+    """Rows of the segmenter, embedder and alignment stages, and the segment maps and patch grids they produced."""
     rows = []
+    start = time.perf_counter()
+    segmenter = build_segmenter(config, device=device, random_weights=random_weights)
+    build_s = time.perf_counter() - start
     if segmenter.reference_dependent:
-        rows.append(stage_row(config, "segment_fit", "all", images[0], build_s, timed(device, lambda: segmenter.fit(images))))
-    for index, rgb in enumerate(images):
-        rows.append(stage_row(config, "segment", index, rgb, build_s, timed(device, lambda: segmenter.segment(rgb))))
-    return rows
+        rows.append(stage_row(config, "segment_fit", 1, timed(device, lambda: segmenter.fit(images)), build_s))
+    maps = []
+    for rgb in images:
+        measured = timed(device, lambda: segmenter.segment(rgb))
+        maps.append(measured[0])
+        rows.append(stage_row(config, "segment", 1, measured, build_s))
 
-
-def bench_embedder(config: PipelineConfig, images: Sequence[np.ndarray], device: str) -> tuple[list[dict], np.ndarray]:
-    """Rows of the embedder, one per image, and the patch features of the last image."""
     start = time.perf_counter()
-    embedder = random_weight_embedder(config, device)
+    embedder = build_embedder(config, device=device, random_weights=random_weights)
     build_s = time.perf_counter() - start
-    rows = []
-    for index, rgb in enumerate(images):
-        measured = timed(device, lambda: embedder.embed([rgb])[0])
-        rows.append(stage_row(config, "embed", index, rgb, build_s, measured))
-    return rows, measured[0]
+    if _cuda(device):
+        embedder.embed(list(images[:1]))  # warm-up: CUDA context, kernels, autocast
+    measured = timed(device, lambda: embedder.embed(list(images)))
+    rows.append(stage_row(config, "embed", len(images), measured, build_s))
+    patches = measured[0]
+
+    if config.alignment.method != "segmenter":
+        reference = _analysis(images[0], maps[0], maps[0], patches[0], int(maps[0].max()) + 1)
+        for rgb, segment_map, grid in zip(images, maps, patches):
+            lab = rgb_to_lab(rgb)
+            rows.append(stage_row(config, "align", 1, timed("cpu", lambda: align(reference, segment_map, grid, lab, config.alignment))))
+    return rows, patches
+
+
+def _analysis(rgb: np.ndarray, segment_map: np.ndarray, labels: np.ndarray, patches: np.ndarray, n_classes: int) -> ImageAnalysis:
+    return ImageAnalysis(rgb=rgb, lab=rgb_to_lab(rgb), segment_map=segment_map, labels=labels, patches=patches,
+                         patch_labels=patch_grid_labels(labels, patches.shape[:2]), n_classes=n_classes)
 
 
 def synthetic_analyses(rgb: np.ndarray, grid: tuple[int, int], dim: int, count: int, seed: int = 0) -> list[ImageAnalysis]:
     """``count`` analyses of ``rgb``'s size: vertical class bands on a central box, jittered; random unit features."""
-    from loco_ad.stages.align import patch_grid_labels
-
     rng = np.random.default_rng(seed)
     height, width = rgb.shape[:2]
-    lab = rgb2lab(rgb).astype(np.float32)
     analyses = []
     for _ in range(count):
         dy, dx = rng.integers(-4, 5, 2)
@@ -199,37 +209,46 @@ def synthetic_analyses(rgb: np.ndarray, grid: tuple[int, int], dim: int, count: 
             labels[top : top + 3 * height // 4, band] = cls
         patches = rng.standard_normal((*grid, dim)).astype(np.float32)
         patches /= np.linalg.norm(patches, axis=-1, keepdims=True)
-        analyses.append(
-            ImageAnalysis(rgb=rgb, lab=lab, segment_map=labels, labels=labels, patches=patches,
-                          patch_labels=patch_grid_labels(labels, grid), n_classes=N_CLASSES)
-        )
+        analyses.append(_analysis(rgb, labels, labels, patches, N_CLASSES))
     return analyses
 
 
-def bench_scorers(config: PipelineConfig, rgb: np.ndarray, grid: tuple[int, int], dim: int) -> list[dict]:
-    """Rows of fit / score / leave-one-out time per scorer and k."""
-    from loco_ad.features import make_scorer
-    from loco_ad.weights import leave_one_out_weight
-
-    analyses = synthetic_analyses(rgb, grid, dim, max(SHOTS) + 1)
-    test, pool = analyses[0], analyses[1:]
+def bench_detector(config: PipelineConfig, rgb: np.ndarray, grid: tuple[int, int], dim: int, gpu: bool) -> list[dict]:
+    """Rows of the detector at each k: fit (scorers and leave-one-out weights) and score per test image."""
+    analyses = synthetic_analyses(rgb, grid, dim, max(SHOTS) + 4)
+    tests, pool = analyses[:4], analyses[4:]
     rows = []
-    for name in ALL_SCORERS:
-        for k in SHOTS:
-            references = pool[:k]
-            start = time.perf_counter()
-            scorer = make_scorer(name).fit(references)
-            fit_s = time.perf_counter() - start
-            start = time.perf_counter()
-            scorer.score(test)
-            score_s = time.perf_counter() - start
-            start = time.perf_counter()
-            if k >= 2:
-                leave_one_out_weight(lambda: make_scorer(name), references)
-            loo_s = time.perf_counter() - start if k >= 2 else float("nan")
-            rows.append(dict(preset=config.name, scorer=name, k=k, patches=grid[0] * grid[1], dim=dim,
-                             fit_s=fit_s, score_s=score_s, leave_one_out_s=loo_s))
+    for k in SHOTS:
+        start = time.perf_counter()
+        detector = build_detector(config, gpu=gpu).fit(pool[:k])
+        fit_s = time.perf_counter() - start
+        start = time.perf_counter()
+        for test in tests:
+            detector.score(test)
+        rows.append(dict(preset=config.name, k=k, scorers="+".join(config.ensemble.scorers), patches=grid[0] * grid[1],
+                         dim=dim, fit_s=fit_s, score_s_per_image=(time.perf_counter() - start) / len(tests)))
     return rows
+
+
+def projection(config: PipelineConfig, stages: Sequence[dict], detector: Sequence[dict]) -> dict:
+    """Projected minutes of the VAND 2025 protocol, and seconds per image through all stages, from the measured times.
+
+    Every image goes once through the embedder (and a per-image segmenter); each
+    of the 15 fits per k fits the detector (and a reference-dependent segmenter)
+    and scores its category's test images: 3 seeds × 1,568 test images per k.
+    """
+    per_image = {stage: float(np.mean([r["s_per_image"] for r in stages if r["stage"] == stage] or [0.0]))
+                 for stage in ("segment", "segment_fit", "embed", "align")}
+    per_image_segment = segmenter_class(config).reference_dependent
+    model_s = (VAND_TEST_IMAGES + VAND_REFERENCES) * (per_image["embed"] + (0.0 if per_image_segment else per_image["segment"]))
+    fits_s = 0.0
+    for row in detector:
+        per_test = row["score_s_per_image"] + per_image["align"] + (per_image["segment"] if per_image_segment else 0.0)
+        fits_s += VAND_FITS_PER_K * (row["fit_s"] + per_image["segment_fit"]) + 3 * VAND_TEST_IMAGES * per_test
+    score_s = float(np.mean([row["score_s_per_image"] for row in detector]))
+    all_stages = per_image["segment"] + per_image["embed"] + per_image["align"] + score_s
+    return dict(preset=config.name, s_per_image_all_stages=all_stages, model_min=model_s / 60, fits_min=fits_s / 60,
+                total_min=(model_s + fits_s) / 60)
 
 
 def print_table(rows: Sequence[dict], columns: Sequence[str]) -> None:
@@ -241,41 +260,55 @@ def print_table(rows: Sequence[dict], columns: Sequence[str]) -> None:
         print("  ".join(v.ljust(w) for v, w in zip(r, widths)))
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python experiments/benchmark.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--presets", nargs="+", default=["fast"], choices=list(PRESETS))
-    parser.add_argument("--images", type=int, default=None, help="images per preset (default 1 on CPU, 5 on CUDA)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a setting of every preset")
+    parser.add_argument("--random-weights", action="store_true", help="SAM and DINOv2 untrained at real size (nothing read or downloaded)")
+    parser.add_argument("--images", type=int, default=None, help="images per preset (default 1 on CPU, 16 on CUDA)")
     parser.add_argument("--image", type=Path, default=None, help="image to run on (default: a shared juice_bottle image)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    parser.add_argument("--stages", nargs="+", default=["segment", "embed"], choices=["segment", "embed"])
-    parser.add_argument("--no-scorers", action="store_true", help="skip the scorer-versus-k timings (they need the embed stage)")
     parser.add_argument("--out", type=Path, default=Path("runs/benchmark"))
-    args = parser.parse_args(argv)
-    device = resolve_device(args.device)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    count = args.images or (5 if device.startswith("cuda") else 1)
-    stage_rows, scorer_rows = [], []
-    for name in args.presets:
-        config = PRESETS[name]
-        images = benchmark_images(config, count, args.image)
-        if "segment" in args.stages:
-            stage_rows += bench_segmenter(config, images, device)
-        if "embed" in args.stages:
-            rows, patches = bench_embedder(config, images, device)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+
+    def body() -> int:
+        configs = [apply_overrides(get_preset(name), args.set) for name in args.presets]
+        check_output_dir(args.out, "--out folder")
+        import torch
+
+        from loco_ad.build import banks_on_gpu
+        from loco_ad.models import resolve_device
+
+        device = resolve_device(args.device)
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        count = args.images or (16 if _cuda(device) else 1)
+        stage_rows, detector_rows, projections = [], [], []
+        for config in configs:
+            images = benchmark_images(config, count, args.image)
+            rows, patches = bench_models(config, images, device, args.random_weights)
+            detector = bench_detector(config, images[0], patches[0].shape[:2], patches[0].shape[2], banks_on_gpu(device))
             stage_rows += rows
-            if not args.no_scorers:
-                scorer_rows += bench_scorers(config, images[0], patches.shape[:2], patches.shape[2])
-    print(f"device {device}, torch threads {torch.get_num_threads()}, {count} image(s) per preset")
-    print_table(stage_rows, ["preset", "stage", "image", "height", "width", "seconds", "cpu_peak_mib", "cuda_peak_mib", "build_s"])
-    write_csv(args.out / "stages.csv", stage_rows)
-    if scorer_rows:
+            detector_rows += detector
+            projections.append(projection(config, rows, detector))
+        print(f"device {device}, torch threads {torch.get_num_threads()}, {count} image(s) per preset")
+        print_table(stage_rows, ["preset", "stage", "images", "s_per_image", "cpu_peak_mib", "cuda_peak_mib", "build_s"])
         print()
-        print_table(scorer_rows, ["preset", "scorer", "k", "patches", "dim", "fit_s", "score_s", "leave_one_out_s"])
-        write_csv(args.out / "scorers.csv", scorer_rows)
-    print(f"\nwrote {args.out}/")
-    return 0
+        print_table(detector_rows, ["preset", "k", "scorers", "patches", "dim", "fit_s", "score_s_per_image"])
+        print("\nVAND 2025 protocol projection (1,568 test images, 60 fits):")
+        print_table(projections, ["preset", "s_per_image_all_stages", "model_min", "fits_min", "total_min"])
+        write_csv(args.out / "stages.csv", stage_rows)
+        write_csv(args.out / "detector.csv", detector_rows)
+        write_csv(args.out / "projection.csv", projections)
+        print(f"\nwrote {args.out}/")
+        return 0
+
+    return run_main(body)
 
 
 if __name__ == "__main__":

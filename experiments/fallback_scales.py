@@ -4,9 +4,8 @@ Example::
 
     python experiments/fallback_scales.py --data-root DATA --category juice_bottle --preset offline
 
-For k = 1 there is nothing to leave out, so the ensemble divides each scorer by
-a constant of ``loco_ad.weights.FALLBACK_SCALES`` instead of its leave-one-out
-weight. This script gives the numbers those constants stand for: the
+For k = 1 there is nothing to leave out, so the detector divides each scorer by
+the preset's ``ensemble.fallback_scales`` instead of its leave-one-out weight. This script gives the numbers those constants stand for: the
 ``train/good`` images of each category, sorted, are cut into disjoint
 consecutive pairs; the pipeline is fitted on each pair, and each scorer's
 leave-one-out weight is noted. It prints, per scorer, the median over all
@@ -26,15 +25,15 @@ from tqdm.auto import tqdm
 from loco_ad.cli import (
     add_data_arguments,
     add_pipeline_arguments,
-    check_out_dir,
     config_from_args,
     data_root_or_sample,
     pipeline_from_args,
+    printed_config,
     run_main,
 )
 from loco_ad.config import ALL_SCORERS, parse_scorers
 from loco_ad.data import load_category, resolve_categories
-from loco_ad.io import write_csv
+from loco_ad.io import check_output_dir, write_csv
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,25 +49,25 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> int:
         scorers = parse_scorers(args.scorers) if args.scorers else ALL_SCORERS
-        args.scorers = ",".join(scorers)
-        config = config_from_args(args)
+        config = config_from_args(args).with_scorers(scorers)
+        if printed_config(args, config):
+            return 0
+        check_output_dir(args.out, "--out folder")
+        in_use = config.ensemble.fallback_scales.as_dict()
         root = data_root_or_sample(args.data_root)
-        datasets = [load_category(root, name) for name in resolve_categories(root, args.category)]
-        check_out_dir(args.out)
-        pipeline = pipeline_from_args(args, config)  # torch and the models load from here on
-        from loco_ad.weights import FALLBACK_SCALES
-
+        pipeline = pipeline_from_args(args, config)
         rows = []
-        for data in datasets:
-            pairs = [data.train[i : i + 2] for i in range(0, len(data.train) - 1, 2)]
-            for pair in tqdm(pairs, desc=data.name, unit="pair", disable=args.quiet):
+        for category in resolve_categories(root, args.category):
+            train = load_category(root, category).train
+            pairs = [train[i : i + 2] for i in range(0, len(train) - 1, 2)]
+            for pair in tqdm(pairs, desc=category, unit="pair", disable=args.quiet):
                 weights, files = pipeline.fit(pair).weights, "+".join(path.name for path in pair)
-                rows += [{"category": data.name, "pair": files, "scorer": name, "weight": weights[name]} for name in scorers]
+                rows += [{"category": category, "pair": files, "scorer": name, "weight": weights[name]} for name in scorers]
         write_csv(args.out / "fallback_scales.csv", rows, ["category", "pair", "scorer", "weight"])
         print(f"{'scorer':<16}{'median':>10}{'min':>10}{'max':>10}{'in use':>10}   ({len(rows) // len(scorers)} pairs)")
         for name in scorers:
             values = [row["weight"] for row in rows if row["scorer"] == name]
-            print(f"{name:<16}{np.median(values):>10.3g}{min(values):>10.3g}{max(values):>10.3g}{FALLBACK_SCALES[name]:>10.3g}")
+            print(f"{name:<16}{np.median(values):>10.3g}{min(values):>10.3g}{max(values):>10.3g}{in_use[name]:>10.3g}")
         print(f"weights written to {args.out}/fallback_scales.csv")
         return 0
 

@@ -1,22 +1,50 @@
-"""On-disk cache of the per-image model outputs, keyed by image content and model settings.
+"""On-disk cache of the per-image model outputs, keyed by image content and model identity.
 
 Entries are ``.npz`` files of plain arrays (loaded with ``allow_pickle=False``),
-written to a temporary file and renamed into place, so a killed run leaves
-either a whole entry or none, and a re-run resumes from what is there.
+written to a temporary file and renamed into place (``io.write_atomic``), so a
+killed run leaves either a whole entry or none, and a re-run resumes from what
+is there. The key hashes the image's pixels and a settings string that names
+everything the outputs depend on (``loco_ad.identity.model_key``: settings,
+stage classes, their versions and parameters, the weights' identity).
+
+What can go wrong, and what happens:
+
+- An entry that cannot be read or is incomplete (a zero-byte or truncated
+  file from a full disk, a valid ``.npz`` without the expected arrays or with
+  arrays of the wrong dtype or shape) is removed with a warning and counts as
+  a miss, so its image is analysed again.
+- Temporary files older than ``stale_after`` seconds (left by a ``kill -9``
+  between write and rename) are removed when the cache is opened.
+- A cache folder that cannot be created or written (read-only, under a file,
+  a full disk): a warning, then the run goes on with the entries already
+  there and stores no new ones. The results are the same either way (the cache
+  only saves time), so this is not an error; the CLIs' result folders, which
+  a user needs, are checked strictly (``io.check_output_dir``).
+
+The cache is opened (folder created, stale files removed, writability tried)
+on the first ``load`` or ``save``, i.e. before the first model runs.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 import os
 import tempfile
+import time
 import zipfile
 from pathlib import Path
+from typing import Mapping
 
 import numpy as np
 
+from loco_ad.io import write_atomic
+
 logger = logging.getLogger(__name__)
+
+# What an entry must hold: array name -> (dtype, shape), None in the shape for any length.
+ArraySpec = tuple[type, tuple[int | None, ...]]
 
 
 def default_cache_dir() -> Path:
@@ -30,51 +58,106 @@ class AnalysisCache:
     """A folder of cached stage outputs, one file per (settings, image).
 
     Arguments:
-      root: the cache folder; created on first write.
+      root: the cache folder; created when the cache is first used.
+      stale_after: age in seconds above which a leftover temporary file is removed.
     Attributes:
-      hits, misses: counts of ``load`` calls that found / did not find an entry.
+      hits, misses: counts of ``load`` calls that found / did not find a usable entry.
+      writable: whether new entries are stored; None until the cache is first used.
     """
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, stale_after: float = 3600.0) -> None:
         self.root = Path(root)
+        self.stale_after = stale_after
         self.hits = 0
         self.misses = 0
+        self.writable: bool | None = None
 
     @staticmethod
     def key(rgb: np.ndarray, settings: str) -> str:
-        """Hex digest of the image pixels (with their shape) and the settings string."""
+        """Hex digest of the image pixels (with their shape and dtype) and the settings string."""
         digest = hashlib.sha256(settings.encode())
-        digest.update(repr(rgb.shape).encode())
+        digest.update(repr((rgb.shape, str(rgb.dtype))).encode())
         digest.update(np.ascontiguousarray(rgb).tobytes())
         return digest.hexdigest()
 
     def _path(self, key: str) -> Path:
         return self.root / key[:2] / f"{key}.npz"
 
-    def load(self, key: str) -> dict[str, np.ndarray] | None:
-        """The arrays stored under ``key``, or None (a damaged entry is removed and counts as a miss)."""
+    def _open(self) -> None:
+        """Create the folder, remove stale temporary files and find out whether entries can be stored."""
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryFile(dir=self.root):
+                pass
+            self.writable = True
+        except OSError as error:
+            self._stop_writing(f"cache folder {self.root} cannot be written ({error.strerror or error})")
+            return
+        cutoff = time.time() - self.stale_after
+        for temporary in self.root.glob("*/*.tmp"):
+            try:
+                if temporary.stat().st_mtime < cutoff:
+                    temporary.unlink()
+                    logger.info("removed stale temporary file %s", temporary)
+            except OSError:  # removed meanwhile by another run, or not ours to remove
+                pass
+
+    def _stop_writing(self, reason: str) -> None:
+        logger.warning("%s; going on without storing new analyses (results are unchanged, only slower to redo)", reason)
+        self.writable = False
+
+    def load(self, key: str, expected: Mapping[str, ArraySpec] | None = None) -> dict[str, np.ndarray] | None:
+        """The arrays stored under ``key``, or None.
+
+        Arguments:
+          key: from ``AnalysisCache.key``.
+          expected: arrays the entry must hold, with their dtype and shape; an
+            entry that lacks one or holds it with another dtype or shape is damaged.
+        Returns:
+          the arrays; None when there is no entry or it is damaged (it is then
+          removed, with a warning, and the call counts as a miss).
+        """
+        if self.writable is None:
+            self._open()
         path = self._path(key)
         if path.exists():
             try:
                 with np.load(path, allow_pickle=False) as stored:
                     arrays = {name: stored[name] for name in stored.files}
+                problem = _mismatch(arrays, expected or {})
+            except (OSError, EOFError, ValueError, zipfile.BadZipFile) as error:
+                problem = str(error) or type(error).__name__
+            if problem is None:
                 self.hits += 1
                 return arrays
-            except (OSError, ValueError, zipfile.BadZipFile) as error:
-                logger.warning("removing damaged cache entry %s (%s)", path, error)
+            logger.warning("removing damaged cache entry %s (%s); its image is analysed again", path, problem)
+            try:
                 path.unlink(missing_ok=True)
+            except OSError:  # a read-only cache: the entry stays, and is recomputed each time
+                pass
         self.misses += 1
         return None
 
     def save(self, key: str, arrays: dict[str, np.ndarray]) -> None:
-        """Store ``arrays`` under ``key`` atomically."""
-        path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+        """Store ``arrays`` under ``key`` atomically (nothing, with one warning, if the cache cannot be written)."""
+        if self.writable is None:
+            self._open()
+        if not self.writable:
+            return
+        buffer = io.BytesIO()
+        np.savez(buffer, **arrays)
         try:
-            with os.fdopen(handle, "wb") as file:
-                np.savez(file, **arrays)
-            os.replace(temporary, path)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
+            write_atomic(self._path(key), buffer.getvalue())
+        except OSError as error:
+            self._stop_writing(f"cannot write to cache folder {self.root} ({error.strerror or error})")
+
+
+def _mismatch(arrays: Mapping[str, np.ndarray], expected: Mapping[str, ArraySpec]) -> str | None:
+    """What is wrong with ``arrays`` against ``expected``, or None."""
+    for name, (dtype, shape) in expected.items():
+        if name not in arrays:
+            return f"no array {name!r}"
+        array = arrays[name]
+        if array.dtype != dtype or array.ndim != len(shape) or any(s is not None and s != n for s, n in zip(shape, array.shape)):
+            return f"array {name!r} is {array.dtype} {array.shape}, expected {np.dtype(dtype)} {shape}"
+    return None

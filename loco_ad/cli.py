@@ -11,22 +11,31 @@ from pathlib import Path
 from typing import Callable
 
 from loco_ad.cache import AnalysisCache, default_cache_dir
-from loco_ad.config import ALIGNMENTS, ALL_SCORERS, DEFAULT_SCORERS, PRESETS, PipelineConfig, get_preset, parse_scorers
+from loco_ad.config import (
+    ALIGNMENTS,
+    ALL_SCORERS,
+    DEFAULT_SCORERS,
+    PRESETS,
+    PipelineConfig,
+    apply_overrides,
+    get_preset,
+    parse_scorers,
+)
 from loco_ad.data import DATA_ENV, DEFAULT_SEEDS, DEFAULT_SHOTS, SAMPLE_ROOT, data_root
-from loco_ad.errors import ConfigError, LocoAdError
+from loco_ad.errors import LocoAdError
 
 
 def describe_preset(config: PipelineConfig) -> str:
     """One line of what a preset runs, e.g. ``SAM vit_h + dinov2-giant @ 518 px (weights)``, for ``--help``."""
     segmenter, embedder = config.segmenter, config.embedder
-    segments = f"SAM {segmenter.sam_model}" if segmenter.kind == "sam" else "colour clusters"
-    features = embedder.model_id.split("/")[-1] if embedder.kind == "dinov2" else "handcrafted descriptors"
+    segments = f"SAM {segmenter.sam.model}" if segmenter.kind == "sam" else "colour clusters"
+    features = embedder.dinov2.model_id.split("/")[-1] if embedder.kind == "dinov2" else "handcrafted descriptors"
     weights = "weights" if segmenter.kind == "sam" or embedder.kind == "dinov2" else "no weights"
     return f"{segments} + {features} @ {embedder.image_size} px ({weights})"
 
 
 def add_pipeline_arguments(parser: argparse.ArgumentParser, default_preset: str = "paper") -> None:
-    """Add --preset, --scorers, --alignment, --weights-dir, --cache-dir, --no-cache, --device and --quiet."""
+    """Add --preset, --scorers, --alignment, --set, --print-config, --weights-dir, --cache-dir, --no-cache, --device, --quiet."""
     group = parser.add_argument_group("pipeline")
     presets = "; ".join(f"{name}: {describe_preset(config)}" for name, config in PRESETS.items())
     group.add_argument("--preset", default=default_preset, help=f"model preset (default {default_preset}) — {presets}")
@@ -35,6 +44,14 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser, default_preset: str 
         help=f"comma-separated scorer ids from {', '.join(ALL_SCORERS)} (default: {','.join(DEFAULT_SCORERS)})",
     )
     group.add_argument("--alignment", choices=ALIGNMENTS, help="alignment strategy (default: the preset's)")
+    group.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override any setting, e.g. --set segmenter.sam.pred_iou_thresh=0.9 (repeatable; --print-config lists the keys)",
+    )
+    group.add_argument("--print-config", action="store_true", help="print the resolved configuration as JSON and exit")
     group.add_argument("--weights-dir", type=Path, help="folder with model weights (default: $LOCO_AD_WEIGHTS, then the HF/torch caches)")
     group.add_argument("--cache-dir", type=Path, help=f"analysis cache folder (default: $LOCO_AD_CACHE or {default_cache_dir()})")
     group.add_argument("--no-cache", action="store_true", help="keep model outputs in memory only")
@@ -81,41 +98,35 @@ def data_root_or_sample(value: str | None) -> Path:
     return data_root(value)
 
 
-def check_out_dir(path: Path) -> None:
-    """Raise ``ConfigError`` unless ``path`` is, or can be made, a folder (checked before any work).
-
-    Arguments:
-      path: the ``--out`` folder.
-    """
-    existing = next(p for p in (path, *path.parents) if p.exists())  # "." or "/" at the latest
-    if not existing.is_dir():
-        raise ConfigError(f"--out {path}: {existing} is a file, not a folder")
-    if not os.access(existing, os.W_OK):
-        raise ConfigError(f"--out {path}: {existing} is not writable")
-
-
 def config_from_args(args: argparse.Namespace, input_size: tuple[int, int] | None = None) -> PipelineConfig:
-    """The pipeline settings the parsed arguments describe, checked without importing torch or any model.
+    """The configuration the parsed arguments describe: the preset, then --scorers, --alignment, then each --set.
+
+    Imports nothing heavy, so a bad value is reported before any model library loads.
 
     Arguments:
-      args: parsed ``add_pipeline_arguments`` arguments.
-      input_size: (height, width) every image is resized to before the models, or None.
+      args: parsed arguments of ``add_pipeline_arguments``.
+      input_size: (height, width) every image is resized to before the model, or None.
     Returns:
-      the ``PipelineConfig``.
-    Raises:
-      ConfigError: unknown preset, scorer or alignment.
+      the configuration; ``ConfigError`` for an unknown preset, scorer or key, or a bad value.
     """
     config = dataclasses.replace(get_preset(args.preset), input_size=input_size)
     if args.scorers:
         config = config.with_scorers(parse_scorers(args.scorers))
     if args.alignment:
-        config = dataclasses.replace(config, alignment=args.alignment)
-    return config
+        config = dataclasses.replace(config, alignment=dataclasses.replace(config.alignment, method=args.alignment))
+    return apply_overrides(config, args.set)
+
+
+def printed_config(args: argparse.Namespace, config: PipelineConfig) -> bool:
+    """With --print-config, print ``config`` as JSON and return True (the command then exits 0)."""
+    if args.print_config:
+        print(config.to_json())
+    return args.print_config
 
 
 def pipeline_from_args(args: argparse.Namespace, config: PipelineConfig):
-    """The ``Pipeline`` running ``config`` with the cache, weights, device and progress settings of ``args``."""
-    from loco_ad.pipeline import Pipeline  # torch and the stages load only when a command needs them
+    """The ``Pipeline`` of ``config`` with the cache, weights folder, device and progress the arguments ask for."""
+    from loco_ad.pipeline import Pipeline  # the stages load only when a command needs them
 
     cache = None if args.no_cache else AnalysisCache(args.cache_dir or default_cache_dir())
     return Pipeline(config, cache=cache, weights_dir=args.weights_dir, device=args.device, progress=not args.quiet)

@@ -1,11 +1,26 @@
-"""Frozen settings of the pipeline and the named presets ``paper``, ``fast`` and ``offline``."""
+"""Every setting of the pipeline, as nested frozen dataclasses, and the named presets.
+
+One dataclass per component: the segmenter (with one block per kind), the
+embedder (likewise), the alignment, each scorer, the ensemble and the
+evaluation. A component's block holds exactly the keyword arguments of its
+constructor (``loco_ad.build`` turns a config into components), so every knob
+can be set from a preset, from Python (``dataclasses.replace``) or from the
+command line (``--set dotted.key=value``, see ``apply_overrides``), and
+``PipelineConfig.to_dict`` records what ran.
+
+This module imports nothing heavy: the CLIs resolve and check a configuration
+before torch or any model library is loaded.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import types
+import typing
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal, Sequence
 
 from loco_ad.errors import ConfigError
 
@@ -24,71 +39,393 @@ PATCH_SCORERS: tuple[str, ...] = ("class_agnostic", "class_aware", "foreground")
 
 
 def check_scorers(names: tuple[str, ...]) -> None:
-    """Raise ``ConfigError`` unless ``names`` is a non-empty list of known scorer ids."""
+    """Raise ``ConfigError`` unless ``names`` is a non-empty list of distinct known scorer ids."""
     unknown = [s for s in names if s not in ALL_SCORERS]
     if unknown or not names:
         raise ConfigError(f"unknown scorer(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(ALL_SCORERS)}")
+    if len(set(names)) != len(names):
+        raise ConfigError(f"scorer list {','.join(names)} names a scorer twice")
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise ConfigError(message)
+
+
+class _Settings:
+    """Base of the config dataclasses: a field annotated ``Literal[...]`` must hold one of its words.
+
+    Subclasses check anything else in ``_check``.
+    """
+
+    def __post_init__(self) -> None:
+        for name, kind in typing.get_type_hints(type(self)).items():
+            if typing.get_origin(kind) is Literal and getattr(self, name) not in typing.get_args(kind):
+                choices = ", ".join(map(str, typing.get_args(kind)))
+                raise ConfigError(f"unknown {type(self).__name__} {name} {getattr(self, name)!r}; choose from {choices}")
+        self._check()
+
+    def _check(self) -> None:
+        """Raise ``ConfigError`` for an invalid value (nothing to check by default)."""
+
+
+# ----------------------------------------------------------------- segmenter
+@dataclass(frozen=True)
+class SamSegmenterConfig(_Settings):
+    """SAM automatic masks (``loco_ad.stages.segment.SamSegmenter``; see its docstring for each knob).
+
+    Arguments:
+      model: SAM backbone, ``vit_h``, ``vit_l`` or ``vit_b``.
+      points_per_side: point prompts per image side.
+      points_per_batch: prompts run through the mask decoder at once.
+      pred_iou_thresh: masks with a lower predicted IoU are dropped.
+      stability_score_thresh: masks less stable than this are dropped.
+      box_nms_thresh: box IoU above which duplicate masks are suppressed.
+      crop_n_layers: layers of image crops SAM also runs on (0 = none).
+    """
+
+    model: Literal["vit_h", "vit_l", "vit_b"] = "vit_b"
+    points_per_side: int = 32
+    points_per_batch: int = 64
+    pred_iou_thresh: float = 0.88
+    stability_score_thresh: float = 0.95
+    box_nms_thresh: float = 0.7
+    crop_n_layers: int = 0
+
+    def _check(self) -> None:
+        _require(self.points_per_side >= 1 and self.points_per_batch >= 1, "SAM needs points_per_side and points_per_batch >= 1")
+        _require(self.crop_n_layers >= 0, "segmenter.sam.crop_n_layers must be >= 0")
 
 
 @dataclass(frozen=True)
-class SegmenterConfig:
+class ColourSegmenterConfig(_Settings):
+    """CIELAB colour clusters fitted on the references (``loco_ad.stages.colour_segment.ColourClusterSegmenter``).
+
+    Arguments:
+      n_colours: k-means clusters before merging close ones.
+      seed: seed of the pixel sample and of k-means.
+      blur: median-blur aperture before clustering (odd; 1 = none).
+      majority_size: side of the majority filter on the colour ids (1 = none).
+      n_samples: pixels sampled from the references for k-means.
+      lightness_weight: factor on L* in the colour distance.
+      merge_distance: k-means centres closer than this become one colour.
+    """
+
+    n_colours: int = 8
+    seed: int = 0
+    blur: int = 5
+    majority_size: int = 7
+    n_samples: int = 20_000
+    lightness_weight: float = 0.5
+    merge_distance: float = 8.0
+
+    def _check(self) -> None:
+        _require(self.n_colours >= 1, "segmenter.colour_clusters.n_colours must be >= 1")
+        _require(self.blur >= 1 and self.blur % 2 == 1, "segmenter.colour_clusters.blur must be an odd number >= 1")
+        _require(self.majority_size >= 1 and self.n_samples >= 1, "majority_size and n_samples must be >= 1")
+
+
+@dataclass(frozen=True)
+class SegmenterConfig(_Settings):
     """How images are cut into segments.
 
     Arguments:
       kind: ``"sam"`` (segment-anything automatic masks) or ``"colour_clusters"``
         (CIELAB colour clusters fitted on the references; needs no weights).
-      sam_model: SAM backbone, one of ``vit_h``, ``vit_l``, ``vit_b``.
-      points_per_side: SAM's grid of point prompts per image side.
       min_area: segments smaller than this fraction of the image are dropped.
-      n_colours: number of colour clusters of the offline segmenter.
+      sam: settings of the SAM segmenter.
+      colour_clusters: settings of the colour-cluster segmenter.
     """
 
     kind: Literal["sam", "colour_clusters"] = "sam"
-    sam_model: str = "vit_b"
-    points_per_side: int = 32
     min_area: float = 0.001
-    n_colours: int = 8
+    sam: SamSegmenterConfig = field(default_factory=SamSegmenterConfig)
+    colour_clusters: ColourSegmenterConfig = field(default_factory=ColourSegmenterConfig)
+
+    def _check(self) -> None:
+        _require(0.0 <= self.min_area < 1.0, "segmenter.min_area must lie in [0, 1)")
+
+
+# ------------------------------------------------------------------ embedder
+@dataclass(frozen=True)
+class Dinov2EmbedderConfig(_Settings):
+    """DINOv2 patch features (``loco_ad.stages.embed.Dinov2Embedder``).
+
+    Arguments:
+      model_id: Hugging Face id of the checkpoint, e.g. ``facebook/dinov2-giant``.
+      batch_size: images per forward pass.
+    """
+
+    model_id: str = "facebook/dinov2-small"
+    batch_size: int = 8
+
+    def _check(self) -> None:
+        _require(self.batch_size >= 1, "embedder.dinov2.batch_size must be >= 1")
 
 
 @dataclass(frozen=True)
-class EmbedderConfig:
+class HandcraftedEmbedderConfig(_Settings):
+    """Weight-free patch descriptors (``loco_ad.stages.handcrafted.HandcraftedEmbedder``, which documents each block).
+
+    Arguments:
+      context: side of the context window in patches (odd).
+      orientations: unsigned gradient-orientation bins.
+      colour_scales: divisors of the CIELAB means and standard deviations.
+      gradient_scale: divisor of the gradient magnitudes.
+      neighbour_weight: weight of the neighbour-layout block (0 = left out).
+      position_weight: weight of the patch-position block (0 = left out).
+    """
+
+    context: int = 3
+    orientations: int = 8
+    colour_scales: tuple[float, float] = (25.0, 10.0)
+    gradient_scale: float = 1.0
+    neighbour_weight: float = 0.0
+    position_weight: float = 0.0
+
+    def _check(self) -> None:
+        _require(self.context >= 1 and self.context % 2 == 1, "embedder.handcrafted.context must be an odd number >= 1")
+        _require(self.orientations >= 1, "embedder.handcrafted.orientations must be >= 1")
+        _require(min(self.colour_scales) > 0 and self.gradient_scale > 0, "the handcrafted scales must be > 0")
+        _require(self.neighbour_weight >= 0 and self.position_weight >= 0, "the handcrafted block weights must be >= 0")
+
+
+@dataclass(frozen=True)
+class EmbedderConfig(_Settings):
     """How patch features are computed.
 
     Arguments:
       kind: ``"dinov2"`` (a DINOv2 ViT through transformers) or ``"handcrafted"``
         (colour and gradient statistics; needs no weights).
-      model_id: Hugging Face id of the DINOv2 checkpoint.
       image_size: long side of the working resolution in pixels, a multiple of ``patch_size``.
       patch_size: side of one patch in pixels (14 for DINOv2).
-      neighbour_weight: weight of the neighbour-layout block of the handcrafted
-        descriptor (see ``HandcraftedEmbedder``; 0 leaves it out).
-      position_weight: weight of the patch-position block of the handcrafted
-        descriptor (see ``HandcraftedEmbedder``; 0 leaves it out); DINOv2
-        features carry position through their own positional embeddings.
+      dinov2: settings of the DINOv2 embedder.
+      handcrafted: settings of the handcrafted embedder.
     """
 
     kind: Literal["dinov2", "handcrafted"] = "dinov2"
-    model_id: str = "facebook/dinov2-small"
     image_size: int = 448
     patch_size: int = 14
-    neighbour_weight: float = 0.0
-    position_weight: float = 0.0
+    dinov2: Dinov2EmbedderConfig = field(default_factory=Dinov2EmbedderConfig)
+    handcrafted: HandcraftedEmbedderConfig = field(default_factory=HandcraftedEmbedderConfig)
+
+    def _check(self) -> None:
+        _require(self.patch_size >= 1 and self.image_size >= self.patch_size, "embedder.image_size must be >= patch_size >= 1")
+        _require(
+            self.image_size % self.patch_size == 0,
+            f"embedder.image_size {self.image_size} is not a multiple of embedder.patch_size {self.patch_size}",
+        )
+
+
+# ----------------------------------------------------------------- alignment
+@dataclass(frozen=True)
+class PropagationConfig(_Settings):
+    """Label propagation by patch affinity (``loco_ad.stages.align.propagate_labels``).
+
+    Arguments:
+      top_k: most similar reference patches kept per patch.
+      temperature: softmax temperature over cosine similarities.
+    """
+
+    top_k: int = 5
+    temperature: float = 0.05
+
+    def _check(self) -> None:
+        _require(self.top_k >= 1 and self.temperature > 0, "alignment.propagation needs top_k >= 1 and temperature > 0")
 
 
 @dataclass(frozen=True)
-class PipelineConfig:
+class HungarianConfig(_Settings):
+    """Weights of the terms of the Hungarian matching cost (``loco_ad.stages.align.align_hungarian``).
+
+    Arguments:
+      feature: 1 − cosine similarity of the mean patch features.
+      colour: distance of the mean CIELAB colours / 100.
+      area: relative difference of the area shares.
+      centroid: distance of the centroids (fractions of the image).
+    """
+
+    feature: float = 1.0
+    colour: float = 1.0
+    area: float = 0.5
+    centroid: float = 0.5
+
+
+@dataclass(frozen=True)
+class AlignmentConfig(_Settings):
+    """How segments get class ids consistent across images.
+
+    Arguments:
+      method: ``"propagation"`` (patch-affinity label propagation snapped to
+        segments), ``"hungarian"`` (matching of segment descriptors) or
+        ``"segmenter"`` (the class ids a class-aware segmenter gives: the colour
+        ids of the ``colour_clusters`` segmenter, consistent across images by construction).
+      propagation: settings of ``"propagation"``.
+      hungarian: settings of ``"hungarian"``.
+    """
+
+    method: Literal["propagation", "hungarian", "segmenter"] = "propagation"
+    propagation: PropagationConfig = field(default_factory=PropagationConfig)
+    hungarian: HungarianConfig = field(default_factory=HungarianConfig)
+
+
+# ------------------------------------------------------------------- scorers
+@dataclass(frozen=True)
+class PatchScorerConfig(_Settings):
+    """A patch kNN scorer (``loco_ad.features.patches``).
+
+    Arguments:
+      n_neighbours: nearest reference patches averaged per test patch.
+      top_fraction: share of the largest patch distances averaged into the image score.
+    """
+
+    n_neighbours: int = 1
+    top_fraction: float = 0.02
+
+    def _check(self) -> None:
+        _require(self.n_neighbours >= 1, "a patch scorer's n_neighbours must be >= 1")
+        _require(0.0 < self.top_fraction <= 1.0, "a patch scorer's top_fraction must lie in (0, 1]")
+
+
+@dataclass(frozen=True)
+class EmbeddingScorerConfig(_Settings):
+    """The class-embedding scorer (``loco_ad.features.composition.EmbeddingScorer``); it has no knob."""
+
+
+@dataclass(frozen=True)
+class HistogramScorerConfig(_Settings):
+    """The class-histogram scorer (``loco_ad.features.composition.HistogramScorer``); it has no knob."""
+
+
+@dataclass(frozen=True)
+class ColourScorerConfig(_Settings):
+    """The CIELAB colour scorer (``loco_ad.features.composition.ColourScorer``).
+
+    Arguments:
+      mode: ``"hue"`` (circular mean hue and mean chroma) or ``"ab_ratio"`` (the source report's a/b).
+      chroma_scale: CIELAB chroma units per unit of distance in ``"hue"`` mode.
+    """
+
+    mode: Literal["hue", "ab_ratio"] = "hue"
+    chroma_scale: float = 100.0
+
+    def _check(self) -> None:
+        _require(self.chroma_scale > 0, "scorers.colour.chroma_scale must be > 0")
+
+
+@dataclass(frozen=True)
+class LocationScorerConfig(_Settings):
+    """The class-location scorer (``loco_ad.features.composition.LocationScorer``).
+
+    Arguments:
+      mode: ``"centroid"`` (distance of the class centroids) or
+        ``"origin_distance"`` (the source report's distance of the centroid to (0, 0)).
+    """
+
+    mode: Literal["centroid", "origin_distance"] = "centroid"
+
+
+@dataclass(frozen=True)
+class ScorersConfig(_Settings):
+    """The constructor settings of every scorer, enabled or not (see ``EnsembleConfig.scorers``)."""
+
+    class_agnostic: PatchScorerConfig = field(default_factory=PatchScorerConfig)
+    class_aware: PatchScorerConfig = field(default_factory=PatchScorerConfig)
+    foreground: PatchScorerConfig = field(default_factory=PatchScorerConfig)
+    embedding: EmbeddingScorerConfig = field(default_factory=EmbeddingScorerConfig)
+    histogram: HistogramScorerConfig = field(default_factory=HistogramScorerConfig)
+    colour: ColourScorerConfig = field(default_factory=ColourScorerConfig)
+    location: LocationScorerConfig = field(default_factory=LocationScorerConfig)
+
+
+@dataclass(frozen=True)
+class PerScorer(_Settings):
+    """One number per scorer id (multipliers, k = 1 fallback scales)."""
+
+    class_agnostic: float = 1.0
+    class_aware: float = 1.0
+    foreground: float = 1.0
+    embedding: float = 1.0
+    histogram: float = 1.0
+    colour: float = 1.0
+    location: float = 1.0
+
+    def _check(self) -> None:
+        _require(all(math.isfinite(v) and v >= 0 for v in self.as_dict().values()), "per-scorer values must be finite and >= 0")
+
+    def as_dict(self) -> dict[str, float]:
+        """Scorer id → value."""
+        return dataclasses.asdict(self)
+
+
+# k = 1 has nothing to leave out: each scorer is divided by a fallback scale,
+# the median leave-one-out weight at k = 2 (one significant figure).
+# class_agnostic, class_aware, foreground, histogram: measured on 6 disjoint pairs of
+# real juice_bottle train/good images with early hand-made features; embedding, colour,
+# location: `python experiments/fallback_scales.py --data-root ../shared/data/mvtec_loco_subset
+# --category juice_bottle --preset offline` (medians 0.349, 0.0548, 0.496). Not yet measured
+# for the SAM + DINOv2 presets, which use the same values.
+DEFAULT_FALLBACK_SCALES = PerScorer(
+    class_agnostic=0.08, class_aware=0.2, foreground=0.1, embedding=0.3, histogram=0.3, colour=0.05, location=0.5
+)
+
+
+@dataclass(frozen=True)
+class EnsembleConfig(_Settings):
+    """Which scorers are summed, and how they are normalised (``loco_ad.weights.Ensemble``).
+
+    Arguments:
+      scorers: ids of the enabled scorers (see ``ALL_SCORERS``).
+      multipliers: per-scorer factor on the normalised score.
+      fallback_scales: per-scorer divisor when k = 1 (no leave-one-out possible).
+      weight_floor_fraction: a leave-one-out weight is at least this fraction of the
+        scorer's fallback scale (identical references would otherwise give weight 0).
+      threshold_rule: how the automatic verdict threshold comes from the references'
+        leave-one-out scores (``loco_ad.threshold.RULES``): ``median`` (default; see
+        ``experiments/threshold_rules.py``), ``mean``, ``mean_std`` or ``max``.
+    """
+
+    scorers: tuple[str, ...] = DEFAULT_SCORERS
+    multipliers: PerScorer = field(default_factory=PerScorer)
+    fallback_scales: PerScorer = DEFAULT_FALLBACK_SCALES
+    weight_floor_fraction: float = 0.01
+    threshold_rule: Literal["median", "mean", "mean_std", "max"] = "median"
+
+    def _check(self) -> None:
+        check_scorers(self.scorers)
+        _require(all(v > 0 for v in self.fallback_scales.as_dict().values()), "ensemble.fallback_scales must be > 0")
+        _require(0 < self.weight_floor_fraction <= 1, "ensemble.weight_floor_fraction must lie in (0, 1]")
+
+
+# ---------------------------------------------------------------- evaluation
+@dataclass(frozen=True)
+class EvaluationConfig(_Settings):
+    """How ``loco_ad.run`` computes the pixel metrics.
+
+    Arguments:
+      pixel_long_side: maps and masks are compared at this long side in pixels
+        (0 = the full resolution of the ground truth). The maps come from a
+        patch grid, so 256 px loses none of their detail and is fast; sPRO moves
+        by about 0.005 against full resolution.
+      spro_fpr_limit: upper FPR bound of the area under the sPRO curve (0.05 officially).
+    """
+
+    pixel_long_side: int = 256
+    spro_fpr_limit: float = 0.05
+
+    def _check(self) -> None:
+        _require(self.pixel_long_side >= 0, "evaluation.pixel_long_side must be >= 0 (0 = full resolution)")
+        _require(0 < self.spro_fpr_limit <= 1, "evaluation.spro_fpr_limit must lie in (0, 1]")
+
+
+# ------------------------------------------------------------------ pipeline
+@dataclass(frozen=True)
+class PipelineConfig(_Settings):
     """Everything that defines one run of the pipeline.
 
     Arguments:
       name: preset name, for result files.
-      segmenter: segmentation settings.
-      embedder: patch-feature settings.
-      alignment: ``"propagation"`` (patch-affinity label propagation snapped to
-        segments), ``"hungarian"`` (matching of segment descriptors) or
-        ``"segmenter"`` (the class ids a class-aware segmenter gives: the colour
-        ids of the ``colour_clusters`` segmenter, consistent across images by
-        construction).
-      scorers: ids of the enabled scorers (see ``ALL_SCORERS``).
+      segmenter, embedder, alignment, scorers, ensemble, evaluation: the components' settings.
       input_size: (height, width) every input is resized to before anything else
         (the VAND 2025 protocol uses 256×256), or None to keep the image's size.
     """
@@ -96,20 +433,17 @@ class PipelineConfig:
     name: str
     segmenter: SegmenterConfig = field(default_factory=SegmenterConfig)
     embedder: EmbedderConfig = field(default_factory=EmbedderConfig)
-    alignment: Literal["propagation", "hungarian", "segmenter"] = "propagation"
-    scorers: tuple[str, ...] = DEFAULT_SCORERS
+    alignment: AlignmentConfig = field(default_factory=AlignmentConfig)
+    scorers: ScorersConfig = field(default_factory=ScorersConfig)
+    ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     input_size: tuple[int, int] | None = None
 
-    def __post_init__(self) -> None:
-        check_scorers(self.scorers)
-        if self.alignment not in ALIGNMENTS:
-            raise ConfigError(f"unknown alignment {self.alignment!r}; choose from {', '.join(ALIGNMENTS)}")
-        if self.alignment == "segmenter" and self.segmenter.kind != "colour_clusters":
+    def _check(self) -> None:
+        if self.alignment.method == "segmenter" and self.segmenter.kind != "colour_clusters":
             raise ConfigError("alignment 'segmenter' needs the colour_clusters segmenter; SAM segments carry no class ids")
-        if self.embedder.image_size % self.embedder.patch_size:
-            raise ConfigError(
-                f"image_size {self.embedder.image_size} is not a multiple of patch_size {self.embedder.patch_size}"
-            )
+        if self.input_size is not None:
+            _require(len(self.input_size) == 2 and min(self.input_size) >= 1, "input_size must be two sides >= 1")
 
     def working_size(self, height: int, width: int) -> tuple[int, int]:
         """Working resolution (height, width) for an input of the given size.
@@ -122,32 +456,31 @@ class PipelineConfig:
         short = lambda side: max(patch, round(side * scale / patch) * patch)  # noqa: E731
         return (size, short(width)) if height >= width else (short(height), size)
 
-    def with_scorers(self, scorers: tuple[str, ...]) -> "PipelineConfig":
-        """A copy with other scorers enabled (model settings unchanged)."""
-        return dataclasses.replace(self, scorers=tuple(scorers))
+    def with_scorers(self, scorers: Sequence[str]) -> "PipelineConfig":
+        """A copy with other scorers enabled (everything else unchanged)."""
+        return dataclasses.replace(self, ensemble=dataclasses.replace(self.ensemble, scorers=tuple(scorers)))
 
     def to_dict(self) -> dict:
-        """Plain-JSON form, for result files."""
+        """Plain-JSON form, for result files and ``--print-config``."""
         return dataclasses.asdict(self)
 
-    def model_key(self) -> str:
-        """A stable string of the settings that change the cached model outputs."""
-        return json.dumps(
-            {"segmenter": dataclasses.asdict(self.segmenter), "embedder": dataclasses.asdict(self.embedder)},
-            sort_keys=True,
-        )
+    def to_json(self) -> str:
+        """``to_dict`` as indented JSON."""
+        return json.dumps(self.to_dict(), indent=2)
 
 
+_SAM = SegmenterConfig(kind="sam")
+_DINOV2 = EmbedderConfig(kind="dinov2")
 PRESETS: dict[str, PipelineConfig] = {
     "paper": PipelineConfig(
         name="paper",
-        segmenter=SegmenterConfig(kind="sam", sam_model="vit_h"),
-        embedder=EmbedderConfig(kind="dinov2", model_id="facebook/dinov2-giant", image_size=518),
+        segmenter=dataclasses.replace(_SAM, sam=SamSegmenterConfig(model="vit_h")),
+        embedder=dataclasses.replace(_DINOV2, image_size=518, dinov2=Dinov2EmbedderConfig(model_id="facebook/dinov2-giant")),
     ),
     "fast": PipelineConfig(
         name="fast",
-        segmenter=SegmenterConfig(kind="sam", sam_model="vit_b"),
-        embedder=EmbedderConfig(kind="dinov2", model_id="facebook/dinov2-small", image_size=448),
+        segmenter=dataclasses.replace(_SAM, sam=SamSegmenterConfig(model="vit_b")),
+        embedder=dataclasses.replace(_DINOV2, image_size=448, dinov2=Dinov2EmbedderConfig(model_id="facebook/dinov2-small")),
     ),
     "offline": PipelineConfig(
         name="offline",
@@ -156,8 +489,10 @@ PRESETS: dict[str, PipelineConfig] = {
         # class_agnostic image AUROC 0.65 -> 0.86, default ensemble 0.77 -> 0.85;
         # neighbour_weight 1 (each appearance block counts the same): default
         # ensemble 0.864 -> 0.876, F1-max 0.905 -> 0.917
-        embedder=EmbedderConfig(kind="handcrafted", image_size=448, neighbour_weight=1.0, position_weight=6.0),
-        alignment="segmenter",
+        embedder=EmbedderConfig(
+            kind="handcrafted", image_size=448, handcrafted=HandcraftedEmbedderConfig(neighbour_weight=1.0, position_weight=6.0)
+        ),
+        alignment=AlignmentConfig(method="segmenter"),
     ),
 }
 
@@ -175,3 +510,95 @@ def parse_scorers(text: str) -> tuple[str, ...]:
     names = tuple(s.strip() for s in text.split(",") if s.strip())
     check_scorers(names)
     return names
+
+
+# ----------------------------------------------------------------- overrides
+def knobs(config: Any, prefix: str = "") -> dict[str, Any]:
+    """Every leaf setting of a config as ``dotted.key → value`` (nested dataclasses flattened)."""
+    result: dict[str, Any] = {}
+    for item in dataclasses.fields(config):
+        value = getattr(config, item.name)
+        key = f"{prefix}{item.name}"
+        if dataclasses.is_dataclass(value):
+            result.update(knobs(value, key + "."))
+        else:
+            result[key] = value
+    return result
+
+
+def _parse_value(text: str, kind: Any, key: str) -> Any:
+    """``text`` as a value of the annotated type ``kind``; ``ConfigError`` saying what is expected."""
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if origin is typing.Union or origin is types.UnionType:
+        if text.strip().lower() in ("none", "null", ""):
+            return None
+        return _parse_value(text, next(a for a in args if a is not type(None)), key)
+    if origin is Literal:
+        if text not in args:
+            raise ConfigError(f"bad value {text!r} for {key}; choose from {', '.join(map(str, args))}")
+        return text
+    if origin is tuple:
+        parts = [p.strip() for p in text.split(",") if p.strip()]
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_parse_value(p, args[0], key) for p in parts)
+        if len(parts) != len(args):
+            raise ConfigError(f"bad value {text!r} for {key}; expected {len(args)} comma-separated values")
+        return tuple(_parse_value(p, a, key) for p, a in zip(parts, args))
+    if kind is bool:
+        lowered = text.strip().lower()
+        if lowered not in ("true", "false", "1", "0", "yes", "no"):
+            raise ConfigError(f"bad value {text!r} for {key}; expected true or false")
+        return lowered in ("true", "1", "yes")
+    if kind in (int, float):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise ConfigError(f"bad value {text!r} for {key}; expected {'an integer' if kind is int else 'a number'}") from None
+        if kind is float and not math.isfinite(value):
+            raise ConfigError(f"bad value {text!r} for {key}; expected a finite number")
+        return value
+    return text
+
+
+def _replace_at(config: Any, path: list[str], text: str, done: str) -> Any:
+    """A copy of dataclass ``config`` with the setting at ``path`` parsed from ``text``."""
+    names = [item.name for item in dataclasses.fields(config)]
+    head, rest = path[0], path[1:]
+    where = f"under {done.rstrip('.')}" if done else "at the top level"
+    if head not in names:
+        raise ConfigError(f"unknown setting {done + '.'.join(path)!r}; valid keys {where}: {', '.join(names)}")
+    current = getattr(config, head)
+    if dataclasses.is_dataclass(current):
+        if not rest:
+            inner = ", ".join(f"{done}{head}.{item.name}" for item in dataclasses.fields(current))
+            raise ConfigError(f"{done}{head} is a group of settings; set one of {inner or '(none: it has no knob)'}")
+        return dataclasses.replace(config, **{head: _replace_at(current, rest, text, f"{done}{head}.")})
+    if rest:
+        raise ConfigError(f"unknown setting {done + '.'.join(path)!r}; {done}{head} is a single value")
+    kind = typing.get_type_hints(type(config))[head]
+    return dataclasses.replace(config, **{head: _parse_value(text, kind, done + head)})
+
+
+def apply_overrides(config: PipelineConfig, overrides: Sequence[str]) -> PipelineConfig:
+    """A copy of ``config`` with ``dotted.key=value`` overrides applied in order.
+
+    Values are parsed by the setting's type: numbers, ``true``/``false``, one of a
+    fixed set of words, comma-separated lists (``ensemble.scorers=histogram,colour``,
+    ``embedder.handcrafted.colour_scales=25,10``) and ``none`` where a setting may be
+    absent (``input_size``). The components re-check their values, so an
+    invalid combination is a ``ConfigError`` too.
+
+    Arguments:
+      config: the starting configuration (a preset).
+      overrides: ``key=value`` strings such as ``segmenter.sam.pred_iou_thresh=0.9``.
+    Returns:
+      the new configuration.
+    Raises:
+      ConfigError: an unknown key (naming the valid ones) or a bad value.
+    """
+    for override in overrides:
+        key, sep, text = override.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set expects key=value, got {override!r}; e.g. scorers.colour.mode=ab_ratio")
+        config = _replace_at(config, key.strip().split("."), text.strip(), "")
+    return config

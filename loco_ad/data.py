@@ -18,12 +18,15 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import TYPE_CHECKING, Literal, Sequence
 
 import numpy as np
 from PIL import Image, ImageFile
 
 from loco_ad.errors import ConfigError, DataError, ImageReadError
+
+if TYPE_CHECKING:
+    import torch
 
 CATEGORIES: tuple[str, ...] = ("breakfast_box", "juice_bottle", "pushpins", "screw_bag", "splicing_connectors")
 # Pixel count (width × height) of the original images of each category; absolute
@@ -123,7 +126,9 @@ def read_image(path: str | Path, size: tuple[int, int] | None = None) -> np.ndar
     Returns:
       H×W×3 uint8 array.
     Raises:
-      ImageReadError: the file is missing, truncated or not an image.
+      ImageReadError: the file is missing, truncated, not an image, or larger
+        than Pillow's decompression-bomb limit (``2 * Image.MAX_IMAGE_PIXELS``,
+        about 179 million pixels).
     """
     image = _open(path)
     if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N"):
@@ -137,6 +142,23 @@ def read_image(path: str | Path, size: tuple[int, int] | None = None) -> np.ndar
     return np.asarray(image, dtype=np.uint8).copy()
 
 
+def tensor_to_rgb(images: torch.Tensor) -> np.ndarray:
+    """Float image tensors in [0, 1] (as torchvision and anomalib pass them) as the uint8 arrays the pipeline takes.
+
+    The conversion runs on the tensors' device; only the uint8 result is copied
+    to host memory, in one transfer for the whole batch.
+
+    Arguments:
+      images: B×3×H×W ``torch.Tensor``, values in [0, 1] (clipped otherwise), on any device.
+    Returns:
+      B×H×W×3 uint8 array, ``round(255 × value)`` (round half to even).
+    """
+    import torch  # imported here: the rest of the data layer does not need it
+
+    scaled = images.detach().to(torch.float32).clamp(0, 1).mul(255).round().to(torch.uint8)
+    return scaled.permute(0, 2, 3, 1).contiguous().cpu().numpy()
+
+
 def _open(path: str | Path) -> Image.Image:
     """Open and fully decode an image, refusing truncated files."""
     previous = ImageFile.LOAD_TRUNCATED_IMAGES
@@ -147,15 +169,27 @@ def _open(path: str | Path) -> Image.Image:
             return image.copy()
     except FileNotFoundError:
         raise ImageReadError(path, "no such file") from None
-    except (OSError, ValueError, SyntaxError) as error:
-        raise ImageReadError(path, str(error) or type(error).__name__) from None
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
+        raise ImageReadError(path, _reason(error)) from None
     finally:
         ImageFile.LOAD_TRUNCATED_IMAGES = previous
 
 
-def _read_grey(path: Path, size: tuple[int, int] | None) -> np.ndarray:
-    """A ground-truth file as H×W uint8 grey values (nearest-neighbour resize)."""
+def _reason(error: Exception) -> str:
+    """Why Pillow could not read an image, in one line."""
+    if isinstance(error, Image.DecompressionBombError):
+        return f"too large to decode safely ({error})"
+    return str(error).splitlines()[0] if str(error) else type(error).__name__
+
+
+def _read_grey(path: Path, size: tuple[int, int] | None, image_shape: tuple[int, int]) -> np.ndarray:
+    """A ground-truth file as H×W uint8 grey values (nearest-neighbour resize); ``DataError`` unless it is ``image_shape``."""
     image = _open(path)
+    if (image.height, image.width) != image_shape:
+        raise DataError(
+            f"ground-truth mask {path} is {image.width}×{image.height} pixels but its image is "
+            f"{image_shape[1]}×{image_shape[0]}; a mask must have the size of its image"
+        )
     if image.mode not in ("L", "P"):
         image = image.convert("L")
     if size is not None:
@@ -168,8 +202,8 @@ def image_size(path: str | Path) -> tuple[int, int]:
     try:
         with Image.open(path) as image:
             return image.height, image.width
-    except (OSError, ValueError, SyntaxError) as error:
-        raise ImageReadError(path, str(error) or type(error).__name__) from None
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
+        raise ImageReadError(path, _reason(error)) from None
 
 
 def read_mask_channels(sample: Sample, size: tuple[int, int] | None = None) -> np.ndarray:
@@ -182,16 +216,18 @@ def read_mask_channels(sample: Sample, size: tuple[int, int] | None = None) -> n
     Returns:
       C×H×W uint8 array of grey values, C = number of defect files (0 for good images).
     Raises:
-      DataError: the sample is anomalous but has no ground-truth files.
+      DataError: the sample is anomalous but has no ground-truth files, or a
+        file's size differs from its image's (read from the image's header).
     """
     if sample.label and not sample.mask_paths:
         raise DataError(
             f"no ground-truth mask for {sample.path}; pixel metrics need "
             f"ground_truth/{sample.anomaly_type}_anomalies/{sample.path.stem}/*.png"
         )
+    shape = image_size(sample.path)
     if not sample.mask_paths:
-        return np.zeros((0, *(size or image_size(sample.path))), np.uint8)
-    return np.stack([_read_grey(path, size) for path in sample.mask_paths])
+        return np.zeros((0, *(size or shape)), np.uint8)
+    return np.stack([_read_grey(path, size, shape) for path in sample.mask_paths])
 
 
 def read_mask(sample: Sample, size: tuple[int, int] | None = None) -> np.ndarray:
@@ -232,15 +268,21 @@ def data_root(arg: str | Path | None) -> Path:
     """The MVTec LOCO root: ``arg`` if given, else the environment variable ``LOCO_AD_DATA``.
 
     Raises:
-      DataError: neither is set, or the folder does not exist.
+      DataError: neither is set, or it is not a folder.
     """
     value = arg if arg is not None else os.environ.get(DATA_ENV)
     if not value:
         raise DataError(f"no data root given; pass the MVTec LOCO folder or set {DATA_ENV}")
     root = Path(value).expanduser()
-    if not root.is_dir():
-        raise DataError(f"data root {root} does not exist; pass the folder that holds the MVTec LOCO categories")
+    _check_root(root)
     return root
+
+
+def _check_root(root: Path) -> None:
+    """``DataError`` unless ``root`` is a folder, saying whether it is missing or a file."""
+    if not root.is_dir():
+        state = "is a file, not a folder" if root.exists() else "does not exist"
+        raise DataError(f"data root {root} {state}; pass the folder that holds the MVTec LOCO categories")
 
 
 def resolve_categories(root: str | Path, spec: str | Sequence[str]) -> list[str]:
@@ -252,16 +294,15 @@ def resolve_categories(root: str | Path, spec: str | Sequence[str]) -> list[str]
         strings (as a CLI's ``--category a b,c`` gives), or ``"all"`` alone (every
         category of ``CATEGORIES`` present under ``root``).
     Returns:
-      category names, in the order given (``CATEGORIES`` order for ``"all"``).
+      category names, in the order first given, each once (``CATEGORIES`` order for ``"all"``).
     Raises:
       ConfigError: a name is not a MVTec LOCO category.
       DataError: ``root`` or a named category folder is missing, or ``"all"`` finds none.
     """
     root = Path(root)
-    if not root.is_dir():
-        raise DataError(f"data root {root} does not exist; pass the folder that holds the MVTec LOCO categories")
+    _check_root(root)
     items = [spec] if isinstance(spec, str) else list(spec)
-    names = [n.strip() for item in items for n in item.split(",") if n.strip()]
+    names = list(dict.fromkeys(n.strip() for item in items for n in item.split(",") if n.strip()))
     if names == ["all"]:
         present = [c for c in CATEGORIES if (root / c).is_dir()]
         if not present:
@@ -360,19 +401,6 @@ def saturation_scale(category: str, size: tuple[int, int]) -> float:
     if category not in ORIGINAL_AREAS:
         raise ConfigError(f"unknown category {category!r}; choose from {', '.join(CATEGORIES)}")
     return size[0] * size[1] / ORIGINAL_AREAS[category]
-
-
-def check_shots(datasets: Sequence[CategoryData], shots: Sequence[int]) -> None:
-    """Raise before any work when a k cannot be drawn: ``ConfigError`` below 1, ``DataError`` above a category's good images."""
-    if min(shots, default=1) < 1:
-        raise ConfigError(f"k must be at least 1, got {min(shots)}")
-    for data in datasets:
-        too_many = [k for k in shots if k > len(data.train)]
-        if too_many:
-            raise DataError(
-                f"k = {max(too_many)} exceeds the {len(data.train)} good training images of {data.name}; "
-                f"use --shots up to {len(data.train)}"
-            )
 
 
 def draw_references(train: Sequence[Path], k: int, seed: int) -> list[Path]:

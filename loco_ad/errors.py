@@ -31,3 +31,7 @@ class ConfigError(LocoAdError):
 
 class ModelWeightsError(LocoAdError):
     """Model weights are not available locally and cannot be downloaded."""
+
+
+class OutputError(LocoAdError):
+    """An output folder cannot be created or written (it lies under a file, or is read-only)."""

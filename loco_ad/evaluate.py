@@ -1,32 +1,35 @@
 """Evaluation on MVTec LOCO: draw references, fit, score every test image, compute metrics.
 
 Every image's model work is done once (``Pipeline.prepare_many`` before the
-loop over seeds and k); each (seed, k) then only aligns and scores.
+loop over seeds and k); each (seed, k) then fits the pipeline on its draw, and
+only aligns and scores. The fitted ``Detector`` of each draw is handed to the
+``on_predictions`` hook with its predictions, so a hook never reads the
+pipeline's state, which the next draw replaces.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Sequence
+from pathlib import Path
+from typing import Callable, Sequence
 
 import cv2
 import numpy as np
 from tqdm.auto import tqdm
 
 from loco_ad.analysis import Prediction
-from loco_ad.data import CategoryData, DefectConfig, check_shots, draw_references, read_mask_channels, saturation_scale
-from loco_ad.metrics import aufc, image_metrics, normalized_aufc, pixel_metrics, spro_auc
-
-if TYPE_CHECKING:  # only annotations: importing this module loads neither torch nor the stages
-    from loco_ad.pipeline import Pipeline
+from loco_ad.core import Detector
+from loco_ad.data import CategoryData, DefectConfig, draw_references, image_size, read_mask_channels, saturation_scale
+from loco_ad.errors import ConfigError, DataError
+from loco_ad.metrics import IMAGE_TYPES, aufc, image_metrics, normalized_aufc, pixel_metrics, spro_auc
+from loco_ad.pipeline import Pipeline
 
 logger = logging.getLogger(__name__)
 
-PIXEL_EVAL_LONG_SIDE = 256
-
-# Called with (category, seed, k, predictions) after each fit: used to write reports.
-PredictionHook = Callable[[CategoryData, int, int, list[Prediction]], None]
+# Called with (category, seed, k, predictions, the fitted detector) after each fit: used to write reports.
+PredictionHook = Callable[[CategoryData, int, int, list[Prediction], Detector], None]
 
 
 @dataclass
@@ -62,13 +65,22 @@ class Evaluation:
         }
 
 
-def pixel_eval_size(map_size: tuple[int, int], long_side: int = PIXEL_EVAL_LONG_SIDE) -> tuple[int, int]:
-    """(height, width) at which pixel metrics are computed: the map's size, shrunk to ``long_side`` at most.
+def pixel_eval_size(map_size: tuple[int, int], full_size: tuple[int, int], long_side: int) -> tuple[int, int]:
+    """(height, width) at which pixel metrics are computed.
 
-    The maps come from a patch grid (16×32 to 37×37 patches), so evaluating at
-    256 px loses none of their detail and keeps pixel AUROC over a whole
-    category to about a second; sPRO's absolute saturations are scaled to it.
+    Arguments:
+      map_size: (height, width) of the anomaly maps (the working resolution).
+      full_size: (height, width) of the test images, i.e. of their ground truth.
+      long_side: 0 for the ground truth's full resolution; else the maps' size
+        shrunk to this long side at most. The maps come from a patch grid (16×32
+        to 37×37 patches), so 256 px loses none of their detail and keeps pixel
+        AUROC over a whole category to about a second; sPRO's absolute
+        saturations are scaled to it.
+    Returns:
+      the size.
     """
+    if long_side == 0:
+        return full_size
     scale = min(1.0, long_side / max(map_size))
     return max(1, round(map_size[0] * scale)), max(1, round(map_size[1] * scale))
 
@@ -89,6 +101,30 @@ def saturation_defects(data: CategoryData, masks: Sequence[np.ndarray]) -> Seque
     return data.defects
 
 
+def check_datasets(datasets: Sequence[CategoryData], shots: Sequence[int]) -> None:
+    """Raise ``DataError`` before any work if a category cannot be evaluated.
+
+    That is: a k exceeds its good training images, or its test split lacks good
+    or anomalous images (every image metric would be undefined). A k below 1 is a ``ConfigError``.
+    """
+    if min(shots, default=1) < 1:
+        raise ConfigError(f"k must be at least 1, got {min(shots)}")
+    for data in datasets:
+        kinds = {sample.label for sample in data.test}
+        if kinds != {0, 1}:
+            missing = "anomalous" if 1 not in kinds else "good"
+            raise DataError(
+                f"the test split of {data.name} ({data.root / 'test'}) has no {missing} images; "
+                "evaluation needs both good and anomalous test images"
+            )
+        too_many = [k for k in shots if k > len(data.train)]
+        if too_many:
+            raise DataError(
+                f"k = {max(too_many)} exceeds the {len(data.train)} good training images of {data.name}; "
+                f"use --shots up to {len(data.train)}"
+            )
+
+
 def evaluate(
     pipeline: Pipeline,
     datasets: Sequence[CategoryData],
@@ -104,12 +140,13 @@ def evaluate(
       datasets: the categories, from ``loco_ad.data.load_category``.
       seeds: seeds of the reference draws.
       shots: the k values.
-      pixel: compute pixel AUROC and sPRO (needs a patch scorer for a map).
-      on_predictions: called after scoring each (category, seed, k).
+      pixel: compute the pixel metrics (needs a patch scorer for a map) at the
+        resolution and FPR limit of ``pipeline.config.evaluation``.
+      on_predictions: called after scoring each (category, seed, k) with the fitted detector.
     Returns:
       the ``Evaluation``.
     """
-    check_shots(datasets, shots)
+    check_datasets(datasets, shots)
     result = Evaluation()
     for data in datasets:
         draws = {(seed, k): draw_references(data.train, k, seed) for seed in seeds for k in shots}
@@ -121,25 +158,28 @@ def evaluate(
         masks: list[np.ndarray] | None = None  # per test image its defect channels, read at the first map
         union: list[np.ndarray] | None = None  # per test image all its defects in one mask
         defects: Sequence[DefectConfig] | None = data.defects
+        settings = pipeline.config.evaluation
         result.references[data.name] = {str(seed): {} for seed in seeds}
         runs = tqdm(draws.items(), desc=f"{data.name}: seeds × k", unit="fit", disable=not pipeline.progress)
         for (seed, k), references in runs:
             pipeline.fit(references)
+            detector = pipeline.detector
             predictions = pipeline.predict_many(test_paths, progress=False)
             result.references[data.name][str(seed)][str(k)] = [str(p) for p in references]
-            if pipeline.used_fallback:
+            if detector.used_fallback:
                 result.fallback.append((data.name, seed, k))
             scores = np.array([p.score for p in predictions])
             row = {"seed": seed, "k_shot": k, "category": data.name, **image_metrics(labels, scores, types)}
             if pixel and predictions[0].map is not None:
-                size = pixel_eval_size(predictions[0].map.shape)
+                size = pixel_eval_size(predictions[0].map.shape, image_size(data.test[0].path), settings.pixel_long_side)
                 if masks is None:
                     masks = [read_mask_channels(sample, size) for sample in data.test]
                     union = [m.max(axis=0, initial=0) for m in masks]
                     defects = saturation_defects(data, masks)
-                maps = [cv2.resize(p.map, size[::-1], interpolation=cv2.INTER_AREA) for p in predictions]
+                maps = [_resize_map(p.map, size) for p in predictions]
                 row["pixel_auroc"], row["pixel_score"] = pixel_metrics(union, maps)
-                row["spro"] = spro_auc(masks, maps, defects, scale=saturation_scale(data.name, size))
+                scale = saturation_scale(data.name, size)
+                row.update(spro_by_type(masks, maps, types, defects, scale, settings.spro_fpr_limit))
             result.metrics.append(row)
             for sample, prediction in zip(data.test, predictions):
                 result.scores.append(
@@ -147,7 +187,7 @@ def evaluate(
                         "category": data.name,
                         "seed": seed,
                         "k_shot": k,
-                        "file": str(sample.path.relative_to(data.root)),
+                        "file": _file_name(sample.path, data.root),
                         "label": sample.label,
                         "anomaly_type": sample.anomaly_type,
                         "score": prediction.score,
@@ -155,5 +195,50 @@ def evaluate(
                     }
                 )
             if on_predictions is not None:
-                on_predictions(data, seed, k, predictions)
+                on_predictions(data, seed, k, predictions, detector)
     return result
+
+
+def _file_name(path: Path, root: Path) -> str:
+    """A test image's name in scores.csv: its path under the category folder, else the path as given."""
+    return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
+
+
+def _resize_map(anomaly_map: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """An anomaly map at (height, width) ``size``: area-averaged when shrinking, bilinear when enlarging."""
+    shrink = size[0] * size[1] < anomaly_map.size
+    return cv2.resize(anomaly_map, size[::-1], interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+
+
+def spro_by_type(
+    masks: Sequence[np.ndarray],
+    maps: Sequence[np.ndarray],
+    types: Sequence[str],
+    defects: Sequence[DefectConfig] | None,
+    scale: float,
+    fpr_limit: float,
+) -> dict[str, float]:
+    """Area under the sPRO curve as the official MVTec LOCO evaluation reports it.
+
+    Each anomaly type is evaluated on its own images together with all good
+    images (``logical_spro``, ``structural_spro``; NaN for a type without
+    images), and ``spro`` is the mean of the defined ones (NaN if none).
+
+    Arguments:
+      masks, maps: per test image its defect channels and its anomaly map, at one size.
+      types: per test image ``"good"``, ``"logical"`` or ``"structural"``.
+      defects, scale: as for ``loco_ad.metrics.spro_auc``.
+      fpr_limit: upper FPR bound of the area.
+    Returns:
+      ``logical_spro``, ``structural_spro`` and ``spro``.
+    """
+    row = {}
+    for kind in IMAGE_TYPES:
+        keep = [i for i, t in enumerate(types) if t in ("good", kind)]
+        has_type = any(types[i] == kind for i in keep)
+        row[f"{kind}_spro"] = (
+            spro_auc([masks[i] for i in keep], [maps[i] for i in keep], defects, fpr_limit, scale) if has_type else math.nan
+        )
+    defined = [value for value in row.values() if not math.isnan(value)]
+    row["spro"] = float(np.mean(defined)) if defined else math.nan
+    return row

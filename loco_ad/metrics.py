@@ -1,7 +1,18 @@
 """Evaluation metrics: image F1-max / AUROC / AP, pixel AUROC and F1-max, sPRO, and the VAND 2025 AUFC.
 
-Undefined values (one class only, no defect pixel, fewer than two shots) are
-``NaN``, never an exception, and every key of ``image_metrics`` is always present.
+Two kinds of bad input, two answers:
+
+- Input that cannot be scored raises ``ValueError``, as scikit-learn's metrics
+  do: a NaN or infinite score or map value, image labels other than 0 and 1,
+  inputs of different lengths or shapes. Any number computed from them would
+  look like a result (a NaN sorts anywhere, so F1-max could be 1.0).
+- Valid input on which a metric is undefined gives ``NaN``, never an
+  exception: empty input, one class only, no defect pixel, fewer than two k.
+  Every key of ``image_metrics`` is always present.
+
+The errors are plain ``ValueError``, not ``LocoAdError``: the metrics see the
+pipeline's outputs and the data layer's labels, never a user's typing, so bad
+input here is a bug upstream, and its traceback is what is needed to find it.
 """
 
 from __future__ import annotations
@@ -22,17 +33,39 @@ def _two_classes(labels: np.ndarray) -> bool:
     return labels.size > 0 and 0 < int(labels.sum()) < labels.size
 
 
+def _finite(values: np.ndarray, what: str) -> np.ndarray:
+    """``values`` as float64, or ``ValueError`` if any is NaN or infinite."""
+    values = np.asarray(values, dtype=np.float64)
+    if not np.isfinite(values).all():
+        bad = int(np.count_nonzero(~np.isfinite(values)))
+        raise ValueError(f"{bad} of {values.size} {what} are NaN or infinite; they cannot be ranked")
+    return values
+
+
+def _binary(labels: Sequence[int] | np.ndarray, count: int) -> np.ndarray:
+    """Image labels as a bool array, or ``ValueError`` unless there are ``count`` of them, each 0 or 1."""
+    labels = np.asarray(labels)
+    if labels.ndim != 1 or labels.size != count:
+        raise ValueError(f"got {labels.size} labels of shape {labels.shape} for {count} scores")
+    if labels.size and not np.isin(labels, (0, 1)).all():
+        raise ValueError(f"labels must be 0 (good) or 1 (anomalous); got {sorted(set(labels.tolist()) - {0, 1})[:5]}")
+    return labels.astype(bool)
+
+
 def f1_max(labels: Sequence[int] | np.ndarray, scores: Sequence[float] | np.ndarray) -> float:
     """The best F1 score over all thresholds (the VAND 2025 image metric).
 
     Arguments:
       labels: 0 (good) or 1 (anomalous) per image.
-      scores: anomaly score per image, higher = more anomalous.
+      scores: anomaly score per image, higher = more anomalous; finite.
     Returns:
       max F1 over all thresholds (equal to the maximum along scikit-learn's
-      precision-recall curve); NaN unless both classes occur.
+      precision-recall curve); NaN unless both classes occur (so NaN for empty input).
+    Raises:
+      ValueError: a score is NaN or infinite, a label is not 0 or 1, or the lengths differ.
     """
-    return _auroc_and_f1_max(np.asarray(labels) > 0, np.asarray(scores, dtype=np.float64))[1]
+    scores = _finite(np.ravel(scores), "scores")
+    return _auroc_and_f1_max(_binary(labels, scores.size), scores)[1]
 
 
 def _auroc_and_f1_max(labels: np.ndarray, scores: np.ndarray) -> tuple[float, float]:
@@ -74,7 +107,7 @@ def image_metrics(
 
     Arguments:
       labels: 0 (good) or 1 (anomalous) per image.
-      scores: anomaly score per image.
+      scores: anomaly score per image; finite.
       anomaly_types: ``"good"``, ``"logical"`` or ``"structural"`` per image.
       detailed: False leaves out the average precisions and the per-type F1-max
         (half the work, for ablations that score many subsets).
@@ -82,11 +115,13 @@ def image_metrics(
       ``image_score`` (F1-max), ``image_auroc``, ``image_ap`` and, for t in
       ``logical``, ``structural``: ``t_auroc``, ``t_ap``, ``t_f1max``. A value
       that is undefined (e.g. no structural images) is NaN.
+    Raises:
+      ValueError: as ``f1_max``, or the anomaly types are not one per image.
     """
-    labels = np.asarray(labels).astype(int)
-    scores = np.asarray(scores, dtype=np.float64)
+    scores = _finite(np.ravel(scores), "scores")
+    labels = _binary(labels, scores.size).astype(int)
     types = np.asarray(anomaly_types)
-    if not len(labels) == len(scores) == len(types):
+    if len(types) != len(scores):
         raise ValueError(f"got {len(labels)} labels, {len(scores)} scores and {len(types)} anomaly types")
     result = dict(zip(("image_auroc", "image_score"), _auroc_and_f1_max(labels > 0, scores)))
     if detailed:
@@ -110,13 +145,15 @@ def pixel_metrics(masks: Sequence[np.ndarray], maps: Sequence[np.ndarray]) -> tu
 
     Arguments:
       masks: per image an H×W mask (grey values or bool); good images are all zero.
-      maps: per image an H×W anomaly map of the same size.
+      maps: per image an H×W anomaly map of the same size; finite.
     Returns:
-      (AUROC, F1-max); both NaN unless positive and negative pixels occur.
+      (AUROC, F1-max); both NaN unless positive and negative pixels occur (so NaN for no images).
+    Raises:
+      ValueError: the numbers or sizes of masks and maps differ, or a map value is NaN or infinite.
     """
     _check_sizes(masks, maps)
-    labels = np.concatenate([np.asarray(m).ravel() > 0 for m in masks])
-    scores = np.concatenate([np.asarray(a).ravel() for a in maps])
+    labels = np.concatenate([np.asarray(m).ravel() > 0 for m in masks] + [np.empty(0, bool)])
+    scores = _finite(np.concatenate([np.asarray(a, dtype=np.float64).ravel() for a in maps] + [np.empty(0)]), "map values")
     return _auroc_and_f1_max(labels, scores)
 
 
@@ -124,7 +161,7 @@ def _check_sizes(masks: Sequence[np.ndarray], maps: Sequence[np.ndarray]) -> Non
     if len(masks) != len(maps):
         raise ValueError(f"got {len(masks)} masks and {len(maps)} anomaly maps")
     for i, (mask, amap) in enumerate(zip(masks, maps)):
-        if np.shape(mask)[-2:] != np.shape(amap):
+        if np.ndim(amap) != 2 or np.shape(mask)[-2:] != np.shape(amap):
             raise ValueError(f"image {i}: mask of shape {np.shape(mask)} does not match map of shape {np.shape(amap)}")
 
 
@@ -178,7 +215,7 @@ def spro_curve(
         value is one region) or a C×H×W stack of channels (one per ground-truth
         file, as ``data.read_mask_channels`` returns; C may be 0). Good images
         have no region.
-      maps: per image an H×W anomaly map of the same size.
+      maps: per image an H×W anomaly map of the same size; finite.
       defects: the category's defect types, or ``None`` for plain PRO.
       fpr_limit: the curve is computed up to the first point whose FPR reaches this.
       scale: factor applied to absolute saturation thresholds, for masks evaluated
@@ -187,19 +224,21 @@ def spro_curve(
     Returns:
       (fpr, spro, thresholds), ascending in FPR, starting at (0, 0) with threshold
       +inf; ``thresholds`` are the scores above which pixels count as anomalous.
-      Empty arrays when there is no region or no defect-free pixel.
+      Empty arrays when there is no region or no defect-free pixel (or no image).
+    Raises:
+      ValueError: as ``pixel_metrics``.
     """
     _check_sizes(masks, maps)
     lookup = {d.pixel_value: d for d in defects or ()}
     negatives: list[np.ndarray] = []
     regions: list[tuple[np.ndarray, float]] = []
     for mask, amap in zip(masks, maps):
-        amap = np.asarray(amap)
+        amap = _finite(amap, "map values")
         channels = _channels(mask)
         defect_free = ~np.any(channels, axis=0) if channels else np.ones(amap.shape, bool)
         negatives.append(amap[defect_free].ravel())
         regions.extend((amap[c > 0], _saturation(c, lookup, scale)) for c in channels)
-    negative = np.concatenate(negatives)
+    negative = np.concatenate(negatives + [np.empty(0)])
     if not regions or negative.size == 0:
         return np.empty(0), np.empty(0), np.empty(0)
     region_scores, region_gains = _region_gains(regions)
@@ -261,6 +300,8 @@ def spro_auc(
       fpr_limit: upper FPR bound of the integration, in (0, 1].
     Returns:
       the normalised area in [0, 1]; NaN when there is no region or no defect-free pixel.
+    Raises:
+      ValueError: as ``pixel_metrics``, or ``fpr_limit`` is outside (0, 1].
     """
     if not 0.0 < fpr_limit <= 1.0:
         raise ValueError(f"fpr_limit must be in (0, 1], got {fpr_limit}")
@@ -283,7 +324,7 @@ def aufc(f1_by_k: Mapping[int, float]) -> float:
     Arguments:
       f1_by_k: the averaged F1-max for each k (e.g. k = 1, 2, 4, 8).
     Returns:
-      the area; NaN with fewer than two k.
+      the area; NaN with fewer than two k or when an F1-max is NaN (undefined).
     """
     if len(f1_by_k) < 2:
         return math.nan

@@ -3,12 +3,12 @@
 Weights are looked for, in order, in an explicit folder (``weights_dir`` or the
 environment variable ``LOCO_AD_WEIGHTS``), in the local torch hub / Hugging
 Face cache, and only then downloaded. ``check_weights`` looks for every model a
-pipeline needs before any is loaded; with downloads off (``HF_HUB_OFFLINE=1``
-or ``TRANSFORMERS_OFFLINE=1``) or the download host unreachable (one TCP probe
-with a short timeout), a missing model raises ``ModelWeightsError`` naming
-every missing file and the ways to supply it; there is never a silent fallback
-to other weights. Weights found in the Hugging Face cache load without asking
-the hub for updates.
+pipeline needs before any is resolved or loaded; with downloads off
+(``HF_HUB_OFFLINE=1`` or ``TRANSFORMERS_OFFLINE=1``) or the download host
+unreachable (one TCP probe with a short timeout), a missing model raises
+``ModelWeightsError`` naming every missing file and the ways to supply it;
+there is never a silent fallback to other weights. Weights found in the
+Hugging Face cache load without asking the hub for updates.
 
 Layout of a weights folder::
 
@@ -21,6 +21,7 @@ Layout of a weights folder::
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import socket
@@ -109,13 +110,6 @@ def _sam_candidates(model_type: str, weights_dir: Path | None) -> list[Path]:
     return ([explicit / filename] if explicit else []) + [cached]
 
 
-def _dinov2_local_folder(model_id: str, weights_dir: Path | None) -> Path | None:
-    """The folder ``<weights_dir>/<last part of model_id>`` when it holds a ``config.json``, else None."""
-    explicit = _weights_dir(weights_dir)
-    local = explicit / model_id.rstrip("/").split("/")[-1] if explicit else None
-    return local if local is not None and (local / "config.json").is_file() else None
-
-
 def _dinov2_in_hub_cache(model_id: str) -> bool:
     """True when the Hugging Face cache holds ``model_id``'s config and safetensors weights (no network)."""
     from huggingface_hub import try_to_load_from_cache
@@ -143,7 +137,7 @@ def check_weights(
     weights_dir: Path | None = None,
     timeout: float = PROBE_TIMEOUT_S,
 ) -> None:
-    """Make sure the named models can be loaded, before any of them is: on disk, or downloadable now.
+    """Make sure the named models can be had, before any of them is resolved or loaded: on disk, or downloadable now.
 
     Each model is looked for where ``load_sam`` / ``load_dinov2`` look, without
     loading it. For the missing ones, unless downloads are off, each download
@@ -184,7 +178,7 @@ def check_weights(
 
 @contextlib.contextmanager
 def _hub_warnings_off() -> Iterator[None]:
-    """Silence the Hugging Face hub's own warnings (its retries; printed twice otherwise) while loading."""
+    """Silence the Hugging Face hub's own warnings (its retries; printed twice otherwise) while it works for us."""
     hub_logger = logging.getLogger("huggingface_hub")
     level = hub_logger.level
     hub_logger.setLevel(logging.ERROR)
@@ -204,8 +198,7 @@ def sam_checkpoint_path(model_type: str, weights_dir: Path | None = None) -> Pat
       the path of the checkpoint file.
     """
     candidates = _sam_candidates(model_type, weights_dir)
-    filename = SAM_CHECKPOINTS[model_type]
-    cached = candidates[-1]
+    filename, cached = SAM_CHECKPOINTS[model_type], candidates[-1]
     for path in candidates:
         if path.is_file():
             return path
@@ -251,6 +244,19 @@ def load_sam(model_type: str, weights_dir: Path | None = None, device: str = "cp
     return model.to(device).eval()
 
 
+def random_sam(model_type: str) -> Sam:
+    """SAM ``model_type`` at its real size with random weights, for benchmarks (no files, no network).
+
+    Arguments:
+      model_type: ``vit_h``, ``vit_l`` or ``vit_b``.
+    Returns:
+      the model in eval mode on the CPU.
+    """
+    if model_type not in SAM_CHECKPOINTS:
+        raise ConfigError(f"unknown SAM model {model_type!r}; choose from {', '.join(SAM_CHECKPOINTS)}")
+    return sam_model_registry[model_type](checkpoint=None).eval()
+
+
 def build_dinov2(model_id: str, random_weights: bool = True) -> Dinov2Model:
     """DINOv2 ``model_id`` at its real size with random weights, for benchmarks (no files, no network).
 
@@ -267,6 +273,23 @@ def build_dinov2(model_id: str, random_weights: bool = True) -> Dinov2Model:
     return Dinov2Model(Dinov2Config(**DINOV2_CONFIGS[model_id])).eval()
 
 
+def _dinov2_local_folder(model_id: str, weights_dir: Path | None) -> Path | None:
+    """The folder ``<weights_dir>/<last part of model_id>`` when it holds a ``config.json``, else None."""
+    explicit = _weights_dir(weights_dir)
+    local = explicit / model_id.rstrip("/").split("/")[-1] if explicit else None
+    return local if local is not None and (local / "config.json").is_file() else None
+
+
+def _dinov2_not_found(model_id: str, weights_dir: Path | None, state: str) -> ModelWeightsError:
+    folder_name = model_id.rstrip("/").split("/")[-1]
+    explicit = _weights_dir(weights_dir)
+    looked = f"{explicit / folder_name} and " if explicit else ""
+    return ModelWeightsError(
+        f"DINOv2 weights {model_id!r} not found (looked in {looked}the Hugging Face cache) and {state}; "
+        f"{_how_to_supply(f'a save_pretrained folder {folder_name}/ with config.json and model.safetensors')}"
+    )
+
+
 def load_dinov2(model_id: str, weights_dir: Path | None = None, device: str = "cpu") -> Dinov2Model:
     """Load DINOv2 ``model_id`` with ``transformers`` (safetensors only).
 
@@ -278,13 +301,11 @@ def load_dinov2(model_id: str, weights_dir: Path | None = None, device: str = "c
     Returns:
       the model in eval mode on ``device``.
     """
-    folder_name = model_id.rstrip("/").split("/")[-1]
-    explicit = _weights_dir(weights_dir)
-    local = explicit / folder_name if explicit else None
+    local = _dinov2_local_folder(model_id, weights_dir)
     offline = downloads_disabled()
-    if _dinov2_local_folder(model_id, weights_dir) is not None:
+    if local is not None:
         source, options = str(local), {"local_files_only": True}
-    else:  # a copy in the hub cache loads without asking the hub for a newer revision
+    else:
         source, options = model_id, {"local_files_only": offline or _dinov2_in_hub_cache(model_id)}
     try:
         with _hub_warnings_off():
@@ -295,11 +316,85 @@ def load_dinov2(model_id: str, weights_dir: Path | None = None, device: str = "c
                 f"cannot load DINOv2 weights from {source} ({error}); it must be a save_pretrained folder "
                 "with config.json and model.safetensors"
             ) from error
-        looked = f"{local} and " if local is not None else ""
         state = "downloads are off (HF_HUB_OFFLINE)" if offline else f"the download failed ({error})"
-        raise ModelWeightsError(
-            f"DINOv2 weights {model_id!r} not found (looked in {looked}the Hugging Face cache) and {state}; "
-            f"{_how_to_supply(f'a save_pretrained folder {folder_name}/ with config.json and model.safetensors')}"
-        ) from error
+        raise _dinov2_not_found(model_id, weights_dir, state) from error
     logger.info("loaded DINOv2 %s from %s", model_id, source)
     return model.to(device).eval()
+
+
+# ------------------------------------------------------------------ identity
+# What the analysis cache key says about the weights (loco_ad.identity): file
+# metadata only, so that a fully cached run loads no model.
+
+
+def _files_identity(paths: list[Path]) -> list[str]:
+    """``name:size:mtime_ns`` of each file (symbolic links followed, as the Hugging Face cache's blobs)."""
+    return [f"{path.name}:{path.stat().st_size}:{path.stat().st_mtime_ns}" for path in sorted(paths)]
+
+
+def sam_weights_id(model_type: str, weights_dir: Path | None = None) -> str:
+    """The identity of the SAM checkpoint ``load_sam`` would load, without loading it.
+
+    The checkpoint is found (or downloaded) as ``sam_checkpoint_path`` does; its
+    file name, size and modification time stand for its content, so replacing
+    the file changes the identity (copying it elsewhere may too, which only
+    costs a recomputation).
+
+    Arguments:
+      model_type: ``vit_h``, ``vit_l`` or ``vit_b``.
+      weights_dir: folder looked in first; defaults to ``$LOCO_AD_WEIGHTS``.
+    Returns:
+      a short string such as ``sam_vit_b_01ec64.pth:375042383:1700000000000000000``.
+    """
+    return _files_identity([sam_checkpoint_path(model_type, weights_dir)])[0]
+
+
+def dinov2_weights_id(model_id: str, weights_dir: Path | None = None) -> str:
+    """The identity of the DINOv2 weights ``load_dinov2`` would load, without loading them.
+
+    The folder is the ``save_pretrained`` folder in ``weights_dir``, else the
+    resolved snapshot of the Hugging Face cache; when neither exists the files
+    ``from_pretrained`` would fetch (``config.json`` and the safetensors) are
+    downloaded now, unless downloads are off.
+
+    Arguments:
+      model_id: Hugging Face id such as ``facebook/dinov2-giant``.
+      weights_dir: folder looked in first; defaults to ``$LOCO_AD_WEIGHTS``.
+    Returns:
+      the model id, the folder and ``name:size:mtime_ns`` of its config and weight files.
+    """
+    from huggingface_hub import snapshot_download, try_to_load_from_cache
+
+    folder = _dinov2_local_folder(model_id, weights_dir)
+    if folder is None:
+        config = try_to_load_from_cache(model_id, "config.json")
+        if isinstance(config, str):
+            folder = Path(config).parent
+    if folder is None:
+        if downloads_disabled():
+            raise _dinov2_not_found(model_id, weights_dir, "downloads are off (HF_HUB_OFFLINE)")
+        try:
+            with _hub_warnings_off():
+                folder = Path(snapshot_download(model_id, allow_patterns=["config.json", "*.safetensors", "*.safetensors.index.json"]))
+        except (OSError, ValueError) as error:  # huggingface_hub's HTTP and not-found errors are OSErrors
+            raise _dinov2_not_found(model_id, weights_dir, f"the download failed ({error})") from error
+    files = [folder / "config.json", *folder.glob("*.safetensors")]
+    return " ".join([model_id, str(folder), *_files_identity([f for f in files if f.is_file()])])
+
+
+def module_identity(module: torch.nn.Module) -> str:
+    """The identity of a model given in memory: its class, the device type and a hash of its whole state.
+
+    Arguments:
+      module: any torch module (an injected SAM or DINOv2, say).
+    Returns:
+      ``<class> <device type> <sha256 of every state tensor's name, dtype, shape and bytes>``.
+    """
+    digest = hashlib.sha256()
+    device = "cpu"
+    for name, tensor in sorted(module.state_dict().items()):
+        device = tensor.device.type
+        data = tensor.detach().contiguous().reshape(-1).view(torch.uint8).cpu().numpy()
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+        digest.update(data.tobytes())
+    return f"{type(module).__module__}.{type(module).__qualname__} {device} {digest.hexdigest()}"

@@ -1,10 +1,13 @@
-"""The staged pipeline: prepare (embed, segment; cached) → align → score with the ensemble.
+"""The I/O shell around the pure core: read images, run the models (cached), align, then score.
 
 ``Pipeline.fit`` takes the good reference images, ``Pipeline.predict`` scores one
 image. Each image's model outputs (patch features and, when the segmenter does
 not depend on the references, its segments) are computed once per model setting
 and kept in an ``AnalysisCache`` on disk and in memory, so re-fitting with other
-references, k, seeds or scorers does no model work again.
+references, k, seeds or scorers does no model work again. Segmentation by a
+reference-dependent segmenter and alignment turn these outputs into
+``ImageAnalysis`` objects, which the core ``loco_ad.core.Detector`` fits and
+scores. Weight-free presets never import torch.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Sequence, Union
 
@@ -20,16 +24,17 @@ import cv2
 import numpy as np
 from tqdm.auto import tqdm
 
+from loco_ad import identity
 from loco_ad.analysis import ImageAnalysis, Prediction
-from loco_ad.cache import AnalysisCache, default_cache_dir
-from loco_ad.config import PipelineConfig, get_preset
+from loco_ad.build import banks_on_gpu, build_detector, build_embedder, build_segmenter, segmenter_class
+from loco_ad.cache import AnalysisCache, ArraySpec, default_cache_dir
+from loco_ad.config import PipelineConfig, apply_overrides, get_preset
+from loco_ad.core import Detector
 from loco_ad.data import read_image
 from loco_ad.errors import DataError
-from loco_ad.features.patches import BANKS_ON_GPU
 from loco_ad.stages import Embedder, Segmenter
 from loco_ad.stages.align import align, patch_grid_labels, reference_labels
 from loco_ad.stages.cielab import rgb_to_lab
-from loco_ad.weights import Ensemble
 
 logger = logging.getLogger(__name__)
 
@@ -53,75 +58,16 @@ class PreparedImage:
     segment_map: np.ndarray | None
 
 
-def _segmenter_class(kind: str) -> type:
-    if kind == "sam":
-        from loco_ad.stages.segment import SamSegmenter
-
-        return SamSegmenter
-    from loco_ad.stages.colour_segment import ColourClusterSegmenter
-
-    return ColourClusterSegmenter
-
-
-def check_weights_for(config: PipelineConfig, weights_dir: Path | None) -> None:
-    """Raise ``ModelWeightsError`` naming every model of ``config`` that is neither on disk nor downloadable now."""
-    from loco_ad.models import check_weights
-
-    check_weights(
-        sam_model=config.segmenter.sam_model if config.segmenter.kind == "sam" else None,
-        dinov2_id=config.embedder.model_id if config.embedder.kind == "dinov2" else None,
-        weights_dir=weights_dir,
-    )
-
-
-def build_segmenter(config: PipelineConfig, weights_dir: Path | None, device: str) -> Segmenter:
-    """The segmenter ``config`` names, its weights loaded through ``loco_ad.models``.
-
-    ``device`` may be ``"auto"``; the weight-free segmenter ignores it (and never imports torch).
-    """
-    settings = config.segmenter
-    if settings.kind == "sam":
-        from loco_ad.models import load_sam, resolve_device
-        from loco_ad.stages.segment import SamSegmenter
-
-        check_weights_for(config, weights_dir)
-        model = load_sam(settings.sam_model, weights_dir, resolve_device(device))
-        return SamSegmenter(model, points_per_side=settings.points_per_side, min_area=settings.min_area)
-    from loco_ad.stages.colour_segment import ColourClusterSegmenter
-
-    return ColourClusterSegmenter(n_colours=settings.n_colours, min_area=settings.min_area)
-
-
-def build_embedder(config: PipelineConfig, weights_dir: Path | None, device: str) -> Embedder:
-    """The patch embedder ``config`` names, its weights loaded through ``loco_ad.models``.
-
-    ``device`` may be ``"auto"``; the weight-free embedder ignores it (and never imports torch).
-    """
-    settings = config.embedder
-    if settings.kind == "dinov2":
-        from loco_ad.models import load_dinov2, resolve_device
-        from loco_ad.stages.embed import Dinov2Embedder
-
-        check_weights_for(config, weights_dir)
-        device = resolve_device(device)
-        return Dinov2Embedder(load_dinov2(settings.model_id, weights_dir, device), patch_size=settings.patch_size, device=device)
-    from loco_ad.stages.handcrafted import HandcraftedEmbedder
-
-    return HandcraftedEmbedder(
-        patch_size=settings.patch_size, neighbour_weight=settings.neighbour_weight, position_weight=settings.position_weight
-    )
-
-
 class Pipeline:
     """Few-shot anomaly detection: fit on good images, score others.
 
     Arguments:
       config: the pipeline settings (see ``loco_ad.config.PRESETS``).
       segmenter, embedder: stage instances; when None they are built from
-        ``config`` on first use, so a fully cached run loads no model.
+        ``config`` (``loco_ad.build``) on first use, so a fully cached run loads no model.
       cache: where model outputs are kept; None keeps them in memory only.
       weights_dir: folder searched first for model weights.
-      device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
+      device: ``"auto"``, ``"cpu"`` or ``"cuda"`` (models and patch banks).
       progress: show progress bars.
     """
 
@@ -142,16 +88,18 @@ class Pipeline:
         self.progress = progress
         self._segmenter = segmenter
         self._embedder = embedder
+        self._given_stages = (segmenter, embedder)
         self._prepared: dict[str, PreparedImage] = {}
         self._keys_by_path: dict[tuple[str, int, int], str] = {}
         self.references: list[ImageAnalysis] = []
-        self.ensemble: Ensemble | None = None
+        self.detector: Detector | None = None
 
     @classmethod
     def from_preset(
         cls,
         name: str,
         scorers: Sequence[str] | None = None,
+        overrides: Sequence[str] = (),
         cache_dir: Path | None = None,
         use_cache: bool = True,
         **kwargs,
@@ -161,13 +109,15 @@ class Pipeline:
         Arguments:
           name: ``paper``, ``fast`` or ``offline``.
           scorers: scorer ids to enable instead of the preset's default ensemble.
+          overrides: ``dotted.key=value`` settings (see ``loco_ad.config.apply_overrides``).
           cache_dir: cache folder (default ``default_cache_dir()``).
           use_cache: False keeps model outputs in memory only.
           kwargs: passed to ``Pipeline`` (weights_dir, device, progress).
         """
         config = get_preset(name)
         if scorers:
-            config = config.with_scorers(tuple(scorers))
+            config = config.with_scorers(scorers)
+        config = apply_overrides(config, overrides)
         cache = AnalysisCache(cache_dir or default_cache_dir()) if use_cache else None
         return cls(config, cache=cache, **kwargs)
 
@@ -187,13 +137,18 @@ class Pipeline:
     @property
     def segments_per_image(self) -> bool:
         """True when segments depend on the image alone and are cached with the features."""
-        segmenter_type = type(self._segmenter) if self._segmenter is not None else _segmenter_class(self.config.segmenter.kind)
+        segmenter_type = type(self._segmenter) if self._segmenter is not None else segmenter_class(self.config)
         return not segmenter_type.reference_dependent
+
+    @cached_property
+    def model_key(self) -> str:
+        """The settings part of every cache key (``loco_ad.identity.model_key``), computed once, loading no model."""
+        return identity.model_key(self.config, *self._given_stages, weights_dir=self.weights_dir, device=self.device)
 
     # ------------------------------------------------------------- preparing
     def _working_rgb(self, image: ImageInput) -> np.ndarray:
         rgb = image if isinstance(image, np.ndarray) else read_image(image)
-        if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+        if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8 or 0 in rgb.shape:
             raise DataError(f"expected an H×W×3 uint8 RGB image, got an array of shape {rgb.shape} and type {rgb.dtype}")
         if self.config.input_size is not None:
             rgb = cv2.resize(rgb, self.config.input_size[::-1], interpolation=cv2.INTER_AREA)
@@ -205,8 +160,18 @@ class Pipeline:
     def _path_id(self, image: ImageInput) -> tuple[str, int, int] | None:
         if isinstance(image, np.ndarray):
             return None
-        stat = Path(image).stat()
+        try:
+            stat = Path(image).stat()
+        except OSError:  # read_image says what is wrong
+            return None
         return (str(Path(image).resolve()), stat.st_mtime_ns, stat.st_size)
+
+    def _stored_arrays(self, rgb: np.ndarray) -> dict[str, ArraySpec]:
+        """What a cache entry for ``rgb`` must hold; any other entry is damaged."""
+        expected: dict[str, ArraySpec] = {"patches": (np.float32, (None, None, None))}
+        if self.segments_per_image:
+            expected["segment_map"] = (np.int32, rgb.shape[:2])
+        return expected
 
     def prepare_many(
         self, images: Sequence[ImageInput], progress: bool | None = None, remember: bool = True
@@ -225,6 +190,7 @@ class Pipeline:
         Returns:
           one ``PreparedImage`` per input, in order.
         """
+        images = _image_list(images)
         keys: list[str] = []
         found: dict[str, PreparedImage] = {}
         pending: dict[str, np.ndarray] = {}
@@ -234,12 +200,12 @@ class Pipeline:
                 keys.append(self._keys_by_path[path_id])
                 continue
             rgb = self._working_rgb(image)
-            key = AnalysisCache.key(rgb, self.config.model_key())
+            key = AnalysisCache.key(rgb, self.model_key)
             if path_id is not None and remember:
                 self._keys_by_path[path_id] = key
             keys.append(key)
             if key not in self._prepared and key not in found and key not in pending:
-                stored = self.cache.load(key) if self.cache is not None else None
+                stored = self.cache.load(key, self._stored_arrays(rgb)) if self.cache is not None else None
                 if stored is None:
                     pending[key] = rgb
                 else:
@@ -254,16 +220,14 @@ class Pipeline:
         batch = 8
         items = list(pending.items())
         prepared: dict[str, PreparedImage] = {}
-        embedder = self.embedder  # models load (or fail) before the progress bar opens
-        segmenter = self.segmenter if self.segments_per_image else None
         with tqdm(total=len(items), desc="analysing images", unit="img", disable=not progress) as bar:
             for start in range(0, len(items), batch):
                 chunk = items[start : start + batch]
-                features = embedder.embed([rgb for _, rgb in chunk])
+                features = self.embedder.embed([rgb for _, rgb in chunk])
                 for (key, rgb), patches in zip(chunk, features):
                     arrays = {"patches": patches.astype(np.float32)}
-                    if segmenter is not None:
-                        arrays["segment_map"] = segmenter.segment(rgb).astype(np.int32)
+                    if self.segments_per_image:
+                        arrays["segment_map"] = self.segmenter.segment(rgb).astype(np.int32)
                     if self.cache is not None:
                         self.cache.save(key, arrays)
                     prepared[key] = self._prepared_image(rgb, arrays)
@@ -275,11 +239,6 @@ class Pipeline:
         return PreparedImage(rgb, rgb_to_lab(rgb), arrays["patches"], arrays.get("segment_map"))
 
     # ------------------------------------------------------------- analysing
-    def _segment_map(self, prepared: PreparedImage) -> np.ndarray:
-        if prepared.segment_map is not None:
-            return prepared.segment_map
-        return self.segmenter.segment(prepared.rgb).astype(np.int32)
-
     def _analysis(self, prepared: PreparedImage, segment_map: np.ndarray, labels: np.ndarray, n_classes: int) -> ImageAnalysis:
         return ImageAnalysis(
             rgb=prepared.rgb,
@@ -291,52 +250,47 @@ class Pipeline:
             n_classes=n_classes,
         )
 
-    def _analyse(self, prepared: PreparedImage) -> ImageAnalysis:
-        """Segment (unless cached) and label an image; before any reference exists it becomes the canonical one."""
-        if self.config.alignment == "segmenter":
+    def _analyse(self, prepared: PreparedImage, canonical: ImageAnalysis | None) -> ImageAnalysis:
+        """Segment (unless cached) and label an image; with no ``canonical`` reference its segments define the classes."""
+        if self.config.alignment.method == "segmenter":  # a ClassSegmenter (loco_ad.stages)
             segment_map, labels = self.segmenter.segment_classes(prepared.rgb)
             return self._analysis(prepared, segment_map, labels, self.segmenter.n_classes)
-        segment_map = self._segment_map(prepared)
-        if not self.references:
+        segment_map = prepared.segment_map
+        if segment_map is None:
+            segment_map = self.segmenter.segment(prepared.rgb).astype(np.int32)
+        if canonical is None:
             labels = reference_labels(segment_map)
-            n_classes = int(labels.max()) + 1
-        else:
-            canonical = self.references[0]
-            labels = align(canonical, segment_map, prepared.patches, prepared.lab, method=self.config.alignment)
-            n_classes = canonical.n_classes
-        return self._analysis(prepared, segment_map, labels, n_classes)
+            return self._analysis(prepared, segment_map, labels, int(labels.max()) + 1)
+        labels = align(canonical, segment_map, prepared.patches, prepared.lab, self.config.alignment)
+        return self._analysis(prepared, segment_map, labels, canonical.n_classes)
 
     # ------------------------------------------------------------ public API
     def fit(self, images: Sequence[ImageInput]) -> "Pipeline":
         """Learn from good images: the first one defines the classes, all are aligned to it.
 
-        With ``alignment="segmenter"`` the segmenter's own class ids are used instead.
+        With ``alignment.method="segmenter"`` the segmenter's own class ids are
+        used instead. Each fit builds a new ``Detector`` (``self.detector``), so
+        a detector handed out earlier keeps what it learnt.
 
         Arguments:
           images: one or more good images (paths or arrays).
         Returns:
           self.
         """
-        if len(images) == 0:
+        if len(_image_list(images)) == 0:
             raise DataError("fit needs at least one good image")
         prepared = self.prepare_many(images)
         if not self.segments_per_image:
             self.segmenter.fit([p.rgb for p in prepared])
-        self.references = []
-        for image in prepared:
-            self.references.append(self._analyse(image))
-        self.ensemble = Ensemble(self.config.scorers).fit(self.references)
+        canonical = self._analyse(prepared[0], None)
+        self.references = [canonical] + [self._analyse(image, canonical) for image in prepared[1:]]
+        self.detector = build_detector(self.config, gpu=banks_on_gpu(self.device)).fit(self.references)
         return self
 
-    def _fitted_ensemble(self) -> Ensemble:
-        if self.ensemble is None:
+    def _fitted_detector(self) -> Detector:
+        if self.detector is None:
             raise RuntimeError("call Pipeline.fit with good images before predicting")
-        return self.ensemble
-
-    def predict_analysis(self, analysis: ImageAnalysis) -> Prediction:
-        """Score an already analysed image."""
-        result = self._fitted_ensemble().score(analysis)
-        return Prediction(result.value, result.map, result.scores, result.raw_scores, analysis)
+        return self.detector
 
     def predict(self, image: ImageInput) -> Prediction:
         """Score one image (path or H×W×3 uint8 array); it is not kept in memory after scoring."""
@@ -346,29 +300,31 @@ class Pipeline:
         self, images: Sequence[ImageInput], progress: bool | None = None, remember: bool = True
     ) -> list[Prediction]:
         """Score several images, their model work batched (``remember`` as in ``prepare_many``)."""
-        self._fitted_ensemble()
+        detector = self._fitted_detector()
         prepared = self.prepare_many(images, progress, remember)
+        canonical = self.references[0]
         # Alignment and scoring spend their time in OpenCV, NumPy, scikit-learn and faiss, which release the GIL;
         # one thread when the patch banks are faiss GPU indexes, which are not thread-safe.
-        with ThreadPoolExecutor(max_workers=1 if BANKS_ON_GPU else os.cpu_count()) as pool:
-            return list(pool.map(lambda image: self.predict_analysis(self._analyse(image)), prepared))
+        with ThreadPoolExecutor(max_workers=1 if detector.uses_gpu else os.cpu_count()) as pool:
+            return list(pool.map(lambda image: detector.score(self._analyse(image, canonical)), prepared))
 
     def leave_one_out_scores(self) -> list[float]:
-        """Ensemble score of each reference when the ensemble is fitted on the others (empty for k = 1)."""
-        if len(self.references) < 2:
-            return []
-        scores = []
-        for index, held_out in enumerate(self.references):
-            others = self.references[:index] + self.references[index + 1 :]
-            scores.append(Ensemble(self.config.scorers).fit(others).score(held_out).value)
-        return scores
+        """Score of each reference when left out of the fit, in the units of test scores (empty for k = 1)."""
+        return self._fitted_detector().leave_one_out_scores()
 
     @property
     def weights(self) -> dict[str, float]:
         """The leave-one-out weight of each enabled scorer."""
-        return dict(self._fitted_ensemble().weights)
+        return self._fitted_detector().weights
 
     @property
     def used_fallback(self) -> bool:
-        """True when k = 1 and the documented fallback scales replaced leave-one-out weights."""
-        return self._fitted_ensemble().used_fallback
+        """True when k = 1 and the fallback scales replaced leave-one-out weights."""
+        return self._fitted_detector().used_fallback
+
+
+def _image_list(images: Sequence[ImageInput]) -> Sequence[ImageInput]:
+    """``images``, refusing one path or one image given where a sequence of them is expected."""
+    if isinstance(images, (str, os.PathLike)) or (isinstance(images, np.ndarray) and images.ndim != 4):
+        raise DataError(f"expected a list of images, got a single {type(images).__name__}; wrap it in a list: [image]")
+    return images

@@ -10,27 +10,31 @@ resolution). Both folders are listed recursively (PNG, JPEG, BMP, TIFF).
 
 Exit codes: 0 when every image was scored; 1 when some images of ``--images``
 could not be read (they are listed in results.csv with their error, the others
-are scored); 2 on a usage error (missing or empty folder, unreadable good image,
-unknown preset or scorer, missing model weights), reported on one line with no
-result files written.
+are scored; an image above Pillow's decompression-bomb limit, about 179
+million pixels, is one of them); 2 on a usage error (missing or empty folder,
+unreadable good image, ``--out`` a file, under a file or read-only, unknown
+preset or scorer, missing model weights), reported on one line with no result
+files written.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 from typing import Sequence
 
 from tqdm.auto import tqdm
 
-from loco_ad.cli import add_pipeline_arguments, check_out_dir, config_from_args, pipeline_from_args, run_main
+from loco_ad.cli import add_pipeline_arguments, config_from_args, pipeline_from_args, printed_config, run_main
 from loco_ad.data import list_images, read_image
 from loco_ad.errors import DataError, ImageReadError
+from loco_ad.io import check_output_dir
+from loco_ad.threshold import auto_threshold
 from loco_ad.report import (
     ReportItem,
     ReportMeta,
-    auto_threshold,
     map_colour_range,
     overlay_stems,
     write_html_report,
@@ -43,13 +47,16 @@ TOP = 5  # anomalies listed in the printed summary
 
 
 def _threshold(text: str) -> float | None:
-    """``auto`` → None; otherwise a number."""
+    """``auto`` → None; otherwise a finite number."""
     if text == "auto":
         return None
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected 'auto' or a number, got {text!r}") from None
+        value = math.nan
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected 'auto' or a finite number, got {text!r}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -58,9 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m loco_ad.predict",
         description="Fit on a folder of good images and score every image of another folder.",
     )
-    parser.add_argument("--good", required=True, type=Path, help="folder of good reference images (k >= 1, searched recursively)")
-    parser.add_argument("--images", required=True, type=Path, help="folder of images to score (searched recursively)")
-    parser.add_argument("--out", required=True, type=Path, help="output folder for results.csv/json, report.html and images/")
+    # required unless --print-config (checked in ``main``)
+    parser.add_argument("--good", type=Path, help="folder of good reference images (k >= 1, searched recursively)")
+    parser.add_argument("--images", type=Path, help="folder of images to score (searched recursively)")
+    parser.add_argument("--out", type=Path, help="output folder for results.csv/json, report.html and images/")
     parser.add_argument("--threshold", type=_threshold, default=None, help="'auto' (default, from leave-one-out scores of the good images) or a score")
     add_pipeline_arguments(parser, default_preset="fast")
     return parser
@@ -87,7 +95,7 @@ def _score(
     """
     names = [path.relative_to(root).as_posix() for path in paths]
     stems = dict(zip(names, overlay_stems(names)))
-    colour_range = map_colour_range(pipeline.config.scorers)
+    colour_range = map_colour_range(pipeline.config.ensemble.scorers)
     items: list[ReportItem] = []
     pictures: dict[str, dict[str, str]] = {}
     with tqdm(total=len(paths), desc="scoring", unit="img", disable=not pipeline.progress) as bar:
@@ -139,22 +147,24 @@ def run(args: argparse.Namespace) -> int:
       LocoAdError: a usage error, raised before any result file is written.
     """
     config = config_from_args(args)
-    check_out_dir(args.out)
+    if printed_config(args, config):
+        return 0
+    check_output_dir(args.out, "--out folder")
     good = _list(args.good, "good")
     images = _list(args.images, "images")
-    pipeline = pipeline_from_args(args, config)  # torch and the models load from here on
+    pipeline = pipeline_from_args(args, config)
     try:
         pipeline.fit(good)
     except ImageReadError as error:
         raise DataError(f"good image {error.path} cannot be read ({error.reason}); fix or remove it") from None
-    scorers = pipeline.config.scorers
+    scorers = config.ensemble.scorers
     if args.threshold is None:
-        threshold, rule = auto_threshold(pipeline.leave_one_out_scores(), len(scorers))
+        threshold, rule = auto_threshold(pipeline.leave_one_out_scores(), len(scorers), config.ensemble.threshold_rule)
     else:
         threshold, rule = args.threshold, "given with --threshold"
     items, pictures = _score(pipeline, images, args.images, threshold, args.out)
     meta = ReportMeta(
-        preset=pipeline.config.name,
+        preset=config.name,
         k=len(good),
         scorers=scorers,
         weights=pipeline.weights,
@@ -181,7 +191,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     Returns:
       the exit code: 0 all scored, 1 some images unreadable, 2 usage error.
     """
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    missing = [f"--{name}" for name in ("good", "images", "out") if getattr(args, name) is None]
+    if missing and not args.print_config:
+        parser.error(f"the following arguments are required: {', '.join(missing)}")
     return run_main(lambda: run(args))
 
 

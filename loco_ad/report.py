@@ -10,6 +10,12 @@ Overlays are drawn at the pipeline's working resolution (the resolution of
 ``Prediction.analysis.rgb`` and ``Prediction.map``), not at the original image
 size; a ground-truth mask of another size is resized to it (nearest neighbour).
 Every file is written atomically (temporary file + rename).
+
+``report.html`` links its pictures (``images/*.png``) by relative path rather
+than embedding them: a report of a few hundred images would otherwise be tens
+of megabytes of base64 in one page, and ``predict`` writes each image's
+overlays as soon as it is scored, before the page exists. The page needs no
+network; keep it next to its ``images`` folder when moving it.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from __future__ import annotations
 import html
 import io
 import re
+import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -89,30 +96,6 @@ class ReportMeta:
     threshold_rule: str
     title: str = "loco_ad report"
     extra: dict = field(default_factory=dict)
-
-
-def auto_threshold(loo_scores: Sequence[float], n_scorers: int) -> tuple[float, str]:
-    """Choose the verdict threshold from the leave-one-out scores of the good references.
-
-    Rule: the largest leave-one-out ensemble score, i.e. the score of the
-    least typical good reference when judged against the other k - 1. Test
-    images are judged against all k references, so a good test image usually
-    scores below it. With no leave-one-out scores (k = 1) the threshold is
-    ``n_scorers``: each normalised scorer is about 1 on the worst good image by
-    construction of the leave-one-out weights (and of the k = 1 fallback scales),
-    so their sum is about ``n_scorers``.
-
-    Arguments:
-      loo_scores: ensemble score of each good reference when left out of the fit
-        (``Pipeline.leave_one_out_scores()``; empty for k = 1).
-      n_scorers: number of enabled scorers.
-    Returns:
-      the threshold and a sentence saying how it was chosen.
-    """
-    if len(loo_scores) == 0:
-        return float(n_scorers), f"auto: k = 1, no leave-one-out scores; number of scorers ({n_scorers})"
-    threshold = float(np.max(loo_scores))
-    return threshold, f"auto: largest leave-one-out score of the {len(loo_scores)} good references"
 
 
 def save_png(path: Path, rgb: np.ndarray) -> None:
@@ -297,11 +280,43 @@ def write_image_report(out_dir: Path, items: Sequence[ReportItem], meta: ReportM
     return write_html_report(out_dir, items, meta, pictures)
 
 
+def remove_report_folders(root: Path) -> None:
+    """Remove the report folders an earlier run wrote under ``root`` (``write_image_report``'s layout).
+
+    A sub-folder is removed only when it holds ``report.html`` and nothing but
+    an ``images`` folder of PNG files (and temporary files of interrupted
+    writes); anything else under ``root`` is kept. ``root`` is removed when it
+    ends up empty.
+
+    Arguments:
+      root: the folder holding one report folder per category (``OUT/report``).
+    """
+    root = Path(root)
+    if not root.is_dir():
+        return
+    for folder in root.iterdir():
+        if folder.is_dir() and not folder.is_symlink() and _is_report_folder(folder):
+            shutil.rmtree(folder)
+    if not any(root.iterdir()):
+        root.rmdir()
+
+
+def _is_report_folder(folder: Path) -> bool:
+    names = {path.name for path in folder.iterdir()}
+    if "report.html" not in names or not names <= {"report.html", "images"}:
+        return False
+    images = folder / "images"
+    return not images.exists() or (
+        images.is_dir() and all(p.is_file() and p.suffix in (".png", ".tmp") for p in images.iterdir())
+    )
+
+
 def write_html_report(out_dir: Path, items: Sequence[ReportItem], meta: ReportMeta, pictures: dict[str, dict[str, str]]) -> Path:
     """Write ``report.html``: a header on the run, then the images by descending score, then the unreadable files.
 
-    The page needs no network: it links the overlay PNGs by relative path, so it
-    opens from disk as long as it stays next to its ``images`` folder.
+    The page needs no network: it links the overlay PNGs by relative path (see
+    the module docstring for why), so it opens from disk as long as it stays
+    next to its ``images`` folder.
 
     Arguments:
       out_dir: output folder (created if missing).

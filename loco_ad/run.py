@@ -5,9 +5,13 @@ Example::
     python -m loco_ad.run --data-root DATA --category juice_bottle --shots 1 2 4 8 --preset offline --out runs/jb
 
 Writes OUT/scores.csv, OUT/metrics.csv and OUT/results.json (and OUT/report/
-with --report), prints a table of the metrics averaged over seeds. Without
---data-root or LOCO_AD_DATA it runs on the sample bundled with the package
-(``loco_ad/sample_data``: a few juice_bottle images).
+with --report), prints a table of the metrics averaged over seeds. OUT is
+checked before any work (a file, under a file or read-only: one line
+``error: ...``, exit 2, nothing written). Report folders an earlier run left
+in OUT/report/ are replaced, or removed by a run without --report, so OUT
+never mixes two runs. Without --data-root or LOCO_AD_DATA it runs on the
+sample bundled with the package (``loco_ad/sample_data``: a few juice_bottle
+images).
 """
 
 from __future__ import annotations
@@ -20,24 +24,27 @@ from pathlib import Path
 import numpy as np
 
 from loco_ad.analysis import Prediction
+from loco_ad.config import PipelineConfig
+from loco_ad.core import Detector
 from loco_ad.cli import (
     add_evaluation_arguments,
     add_pipeline_arguments,
-    check_out_dir,
     config_from_args,
     data_root_or_sample,
     pipeline_from_args,
     print_summary,
+    printed_config,
     run_main,
 )
-from loco_ad.data import CategoryData, check_shots, load_category, read_mask, resolve_categories
-from loco_ad.io import write_csv, write_json
-from loco_ad.report import ReportItem, ReportMeta, auto_threshold, write_image_report
+from loco_ad.data import CategoryData, load_category, read_mask, resolve_categories
+from loco_ad.io import check_output_dir, write_csv, write_json
+from loco_ad.report import ReportItem, ReportMeta, remove_report_folders, write_image_report
+from loco_ad.threshold import auto_threshold
 
 TABLE_COLUMNS = ("image_score", "image_auroc", "logical_auroc", "structural_auroc", "pixel_score", "pixel_auroc", "spro")
 METRIC_COLUMNS = ["seed", "k_shot", "category", "image_score", "pixel_score", "image_auroc", "image_ap",
                   "logical_auroc", "logical_ap", "logical_f1max", "structural_auroc", "structural_ap",
-                  "structural_f1max", "pixel_auroc", "spro"]
+                  "structural_f1max", "pixel_auroc", "logical_spro", "structural_spro", "spro"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,24 +59,24 @@ def build_parser() -> argparse.ArgumentParser:
 class EvaluationReport:
     """Keeps the predictions of one (seed, k) per category and writes their pictures and report.html.
 
-    The verdicts use ``report.auto_threshold`` on the leave-one-out scores of
+    The verdicts use ``threshold.auto_threshold`` on the leave-one-out scores of
     that fit's references; anomalous images get their ground-truth outline.
     Nothing is written until ``write``, so a failed run leaves no partial report.
 
     Arguments:
-      pipeline: the evaluated pipeline (still fitted on the references when called).
+      config: the evaluated configuration (its name, and its threshold rule).
       seed, k: the run to report.
     """
 
-    def __init__(self, pipeline, seed: int, k: int) -> None:
-        self.pipeline, self.seed, self.k = pipeline, seed, k
+    def __init__(self, config: PipelineConfig, seed: int, k: int) -> None:
+        self.config, self.seed, self.k = config, seed, k
         self.pending: list[tuple[str, list, object]] = []
 
-    def __call__(self, data: CategoryData, seed: int, k: int, predictions: list[Prediction]) -> None:
+    def __call__(self, data: CategoryData, seed: int, k: int, predictions: list[Prediction], detector: Detector) -> None:
         if (seed, k) != (self.seed, self.k):
             return
-        scorers = self.pipeline.config.scorers
-        threshold, rule = auto_threshold(self.pipeline.leave_one_out_scores(), len(scorers))
+        scorers = detector.scorer_names
+        threshold, rule = auto_threshold(detector.leave_one_out_scores(), len(scorers), self.config.ensemble.threshold_rule)
         items = [
             ReportItem(
                 name=str(sample.path.relative_to(data.root / "test")),
@@ -81,8 +88,8 @@ class EvaluationReport:
             for sample, prediction in zip(data.test, predictions)
         ]
         meta = ReportMeta(
-            preset=self.pipeline.config.name, k=k, scorers=scorers, weights=self.pipeline.weights,
-            used_fallback=self.pipeline.used_fallback, threshold=threshold, threshold_rule=rule,
+            preset=self.config.name, k=k, scorers=scorers, weights=detector.weights,
+            used_fallback=detector.used_fallback, threshold=threshold, threshold_rule=rule,
             title=f"loco_ad evaluation: {data.name}", extra={"category": data.name, "seed": seed},
         )
         self.pending.append((data.name, items, meta))
@@ -113,17 +120,18 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def body() -> int:
+        config = config_from_args(args)
+        if printed_config(args, config):
+            return 0
+        check_output_dir(args.out, "--out folder")
         from loco_ad.evaluate import evaluate
 
-        config = config_from_args(args)
         root = data_root_or_sample(args.data_root)
         datasets = [load_category(root, name) for name in resolve_categories(root, args.category)]
-        check_shots(datasets, args.shots)
-        check_out_dir(args.out)
-        pipeline = pipeline_from_args(args, config)  # torch and the models load from here on
-        report = EvaluationReport(pipeline, seed=args.seeds[0], k=max(args.shots)) if args.report else None
+        pipeline = pipeline_from_args(args, config)
+        report = EvaluationReport(config, seed=args.seeds[0], k=max(args.shots)) if args.report else None
         result = evaluate(pipeline, datasets, args.seeds, args.shots, pixel=not args.no_pixel, on_predictions=report)
-        scorer_columns = list(pipeline.config.scorers)
+        scorer_columns = list(config.ensemble.scorers)
         write_csv(args.out / "scores.csv", result.scores,
                   ["category", "seed", "k_shot", "file", "label", "anomaly_type", "score", *scorer_columns])
         write_csv(args.out / "metrics.csv", result.metrics, [c for c in METRIC_COLUMNS if any(c in r for r in result.metrics)])
@@ -133,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
             {
                 **summary,
                 "config": {
-                    "pipeline": pipeline.config.to_dict(),
+                    "pipeline": config.to_dict(),
                     "data_root": str(root),
                     "categories": [d.name for d in datasets],
                     "shots": args.shots,
@@ -145,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(format_table(result.metrics))
         print_summary(summary, pipeline)
+        remove_report_folders(args.out / "report")
         if report is not None:
             for path in report.write(args.out / "report"):
                 print(f"report: {path}")

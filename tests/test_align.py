@@ -10,9 +10,9 @@ import torch
 from skimage.color import rgb2lab
 
 from loco_ad.analysis import ImageAnalysis
+from loco_ad.config import AlignmentConfig, HungarianConfig
 from loco_ad.errors import ConfigError
 from loco_ad.stages.align import (
-    DescriptorWeights,
     _describe,
     _matching_cost,
     align,
@@ -53,7 +53,7 @@ def _reference(rgb: np.ndarray, segment_map: np.ndarray) -> ImageAnalysis:
 
 
 def _align_scene(reference: ImageAnalysis, rgb: np.ndarray, segment_map: np.ndarray, method: str) -> np.ndarray:
-    return align(reference, segment_map, _patch_features(rgb), rgb2lab(rgb).astype(np.float32), method)
+    return align(reference, segment_map, _patch_features(rgb), rgb2lab(rgb).astype(np.float32), AlignmentConfig(method=method))
 
 
 def _permuted(segment_map: np.ndarray, seed: int) -> np.ndarray:
@@ -123,7 +123,7 @@ def test_hungarian_matches_one_to_one_where_nearest_would_not(reference: ImageAn
     np.testing.assert_array_equal(labels, scene.class_map)
     green = segment_map[scene.class_map == 2][0]
     test, classes = _describe(segment_map, patches, lab), _describe(reference.labels, reference.patches, reference.lab)
-    cheapest = classes.ids[_matching_cost(test, classes, DescriptorWeights()).argmin(axis=1)]
+    cheapest = classes.ids[_matching_cost(test, classes, HungarianConfig()).argmin(axis=1)]
     assert cheapest[test.ids == green][0] != 2
 
 
@@ -212,9 +212,11 @@ def test_snap_matches_torch_bilinear_upsampling_for_any_number_of_classes(n_clas
 
 
 def test_unknown_method_is_a_config_error(reference: ImageAnalysis) -> None:
-    scene = make_scene(seed=1)
     with pytest.raises(ConfigError, match="propagation"):
-        _align_scene(reference, scene.rgb, scene.segment_map, "deaot")
+        AlignmentConfig(method="deaot")
+    scene = make_scene(seed=1)
+    with pytest.raises(ConfigError, match="segmenter"):
+        _align_scene(reference, scene.rgb, scene.segment_map, "segmenter")
 
 
 def test_propagation_of_a_37x37_grid_is_fast() -> None:

@@ -15,6 +15,7 @@ from loco_ad.data import (
     DEFAULT_SHOTS,
     data_root,
     draw_references,
+    image_size,
     list_images,
     load_category,
     read_image,
@@ -22,6 +23,7 @@ from loco_ad.data import (
     read_mask_channels,
     resolve_categories,
     saturation_scale,
+    tensor_to_rgb,
 )
 from loco_ad.errors import ConfigError, DataError, ImageReadError
 from tests.loco_tree import DEFECTS, make_loco_tree
@@ -105,6 +107,20 @@ def test_multi_file_ground_truth(tmp_path: Path) -> None:
 # ---------------------------------------------------------------- images
 
 
+def test_tensor_to_rgb_rounds_clips_and_keeps_the_layout() -> None:
+    images = torch.zeros(2, 3, 4, 5)
+    images[0, 0] = 1.0  # red
+    images[0, 2] = 128 / 255
+    images[1, 1] = 2.0  # clipped to 255
+    images[1, 2] = -1.0  # clipped to 0
+    images[1, 0, 0, 0] = 100.4 / 255  # rounds down
+    images[1, 0, 0, 1] = 100.6 / 255  # rounds up
+    rgb = tensor_to_rgb(images)
+    assert rgb.shape == (2, 4, 5, 3) and rgb.dtype == np.uint8 and rgb.flags.c_contiguous
+    assert (rgb[0] == [255, 0, 128]).all()
+    assert (rgb[1, 1:, :] == [0, 255, 0]).all() and rgb[1, 0, 0, 0] == 100 and rgb[1, 0, 1, 0] == 101
+
+
 def test_read_image_converts_modes(tmp_path: Path) -> None:
     rgb = make_scene(size=(32, 48)).rgb
     grey = rgb[..., 0]
@@ -132,6 +148,13 @@ def test_truncated_and_bogus_images_name_the_file(tmp_path: Path) -> None:
         with pytest.raises(ImageReadError, match=name) as error:
             read_image(tmp_path / name)
         assert error.value.path == str(tmp_path / name)
+
+
+def test_decompression_bombs_are_unreadable_images(bomb_png: Path) -> None:
+    for read in (read_image, image_size):
+        with pytest.raises(ImageReadError, match="too large to decode safely") as error:
+            read(bomb_png)
+        assert error.value.path == str(bomb_png) and "\n" not in str(error.value)
 
 
 def test_list_images(tmp_path: Path) -> None:
@@ -175,6 +198,15 @@ def test_anomalous_sample_without_mask(tiny_loco_root: Path) -> None:
         read_mask(sample)
 
 
+def test_mask_of_another_size_than_its_image_names_the_file(tiny_loco_root: Path) -> None:
+    sample = load_category(tiny_loco_root, "juice_bottle").test[3]
+    assert read_mask(sample, size=(32, 48)).shape == (32, 48)  # resizing to the evaluation size is intended
+    Image.new("L", (48, 32)).save(sample.mask_paths[0])  # the file itself half the size of its 96×64 image
+    for size in (None, (32, 48)):
+        with pytest.raises(DataError, match=f"{sample.mask_paths[0]} is 48×32 pixels but its image is 96×64"):
+            read_mask(sample, size=size)
+
+
 def test_resolve_categories(tiny_loco_root: Path, tmp_path: Path) -> None:
     assert resolve_categories(tiny_loco_root, "all") == ["juice_bottle"]
     assert resolve_categories(tiny_loco_root, " juice_bottle ") == ["juice_bottle"]
@@ -190,6 +222,7 @@ def test_resolve_categories(tiny_loco_root: Path, tmp_path: Path) -> None:
         resolve_categories(tiny_loco_root, "juice_bottle,pushpins")
     with pytest.raises(DataError, match="does not exist"):
         resolve_categories(tmp_path / "nowhere", "all")
+    assert resolve_categories(tiny_loco_root, ["juice_bottle", "juice_bottle,juice_bottle"]) == ["juice_bottle"]
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="no MVTec LOCO category"):
         resolve_categories(tmp_path / "empty", "all")
@@ -204,6 +237,10 @@ def test_data_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert data_root(None) == tmp_path
     with pytest.raises(DataError, match="does not exist"):
         data_root(str(tmp_path / "nowhere"))
+    (tmp_path / "file").write_text("")
+    for check in (data_root, lambda root: resolve_categories(root, "all")):
+        with pytest.raises(DataError, match="is a file, not a folder"):
+            check(str(tmp_path / "file"))
 
 
 def test_saturation_scale() -> None:

@@ -122,11 +122,12 @@ def test_neighbour_block_tells_where_a_neighbour_lies() -> None:
 
 
 def test_offline_preset_builds_an_embedder_with_its_position_weight() -> None:
+    from loco_ad.build import build_embedder
     from loco_ad.config import get_preset
-    from loco_ad.pipeline import build_embedder
 
     config = get_preset("offline")
-    embedder = build_embedder(config, None, "cpu")
+    embedder = build_embedder(config)
     assert isinstance(embedder, HandcraftedEmbedder)
-    assert embedder.position_weight == config.embedder.position_weight > 0
-    assert embedder.neighbour_weight == config.embedder.neighbour_weight > 0
+    assert embedder.position_weight == config.embedder.handcrafted.position_weight > 0
+    assert embedder.neighbour_weight == config.embedder.handcrafted.neighbour_weight > 0
+    assert embedder.colour_scales == config.embedder.handcrafted.colour_scales

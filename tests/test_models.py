@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import time
 from pathlib import Path
 
+import huggingface_hub
 import pytest
 import torch
-from huggingface_hub import constants as hub_constants
 from transformers import Dinov2Model
 
 from loco_ad import models
@@ -24,7 +25,7 @@ def isolated(monkeypatch, tmp_path):
     """Empty caches, no LOCO_AD_WEIGHTS, the tiny SAM standing in for ViT-B, downloads forbidden unless mocked."""
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))  # read at import otherwise
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))  # read at import
     monkeypatch.delenv(models.WEIGHTS_ENV, raising=False)
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
@@ -163,6 +164,110 @@ def test_dinov2_online_may_download(isolated, monkeypatch):
     assert calls == [("facebook/dinov2-small", {"use_safetensors": True, "local_files_only": False})]
 
 
+@pytest.mark.parametrize("model_id", sorted(models.DINOV2_CONFIGS))
+def test_dinov2_configs_match_published_sizes(model_id):
+    params = {
+        "facebook/dinov2-small": 22.1e6,
+        "facebook/dinov2-base": 86.6e6,
+        "facebook/dinov2-large": 304.4e6,
+        "facebook/dinov2-giant": 1136.5e6,
+    }[model_id]
+    config = models.Dinov2Config(**models.DINOV2_CONFIGS[model_id])
+    with torch.device("meta"):
+        model = Dinov2Model(config)
+    assert sum(p.numel() for p in model.parameters()) == pytest.approx(params, rel=0.01)
+
+
+def test_build_dinov2_unknown_model():
+    with pytest.raises(ConfigError):
+        models.build_dinov2("facebook/dinov2-huge")
+
+
+def test_resolve_device():
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert models.resolve_device("auto") == expected
+    assert models.resolve_device("cpu") == "cpu"
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="--device cpu"):
+            models.resolve_device("cuda")
+
+
+def _forbid_loading(monkeypatch) -> None:
+    monkeypatch.setattr(torch, "load", lambda *a, **k: pytest.fail("a weights id must not load the weights"))
+    monkeypatch.setattr(Dinov2Model, "from_pretrained", classmethod(lambda *a, **k: pytest.fail("no loading")))
+
+
+def _touch(path: Path, seconds: int) -> None:
+    os.utime(path, (seconds, seconds))
+
+
+def test_sam_weights_id_names_the_file_without_loading_it(isolated, monkeypatch):
+    path = isolated / "weights" / SAM_FILE
+    save_tiny_sam(path)
+    _touch(path, 1_000_000)
+    _forbid_loading(monkeypatch)
+    first = models.sam_weights_id("vit_b", isolated / "weights")
+    assert first.startswith(SAM_FILE) and str(path.stat().st_size) in first
+    assert models.sam_weights_id("vit_b", isolated / "weights") == first
+    _touch(path, 2_000_000)  # the file replaced, say by another checkpoint of the same size
+    assert models.sam_weights_id("vit_b", isolated / "weights") != first
+
+
+def test_sam_weights_id_offline_and_missing_is_a_clear_error(isolated, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelWeightsError, match=SAM_FILE):
+        models.sam_weights_id("vit_b", isolated / "weights")
+
+
+def test_dinov2_weights_id_from_weights_dir_without_loading(isolated, monkeypatch):
+    folder = isolated / "weights" / "dinov2-small"
+    tiny_dinov2(seed=3).save_pretrained(folder)
+    _forbid_loading(monkeypatch)
+    first = models.dinov2_weights_id("facebook/dinov2-small", isolated / "weights")
+    assert "config.json:" in first and "model.safetensors:" in first
+    tiny_dinov2(seed=4).save_pretrained(folder)
+    _touch(folder / "model.safetensors", 3_000_000)
+    assert models.dinov2_weights_id("facebook/dinov2-small", isolated / "weights") != first
+
+
+def test_dinov2_weights_id_from_the_hugging_face_cache(isolated, monkeypatch):
+    repo = isolated / "hf" / "hub" / "models--facebook--dinov2-small"
+    snapshot = repo / "snapshots" / "0123abcd"
+    tiny_dinov2().save_pretrained(snapshot)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0123abcd")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    _forbid_loading(monkeypatch)
+    identity = models.dinov2_weights_id("facebook/dinov2-small")
+    assert str(snapshot) in identity and "model.safetensors:" in identity
+
+
+def test_dinov2_weights_id_missing(isolated, monkeypatch):
+    calls = []
+
+    def fake_snapshot_download(model_id, allow_patterns):
+        calls.append(model_id)
+        folder = isolated / "fetched"
+        tiny_dinov2().save_pretrained(folder)
+        return str(folder)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
+    assert "fetched" in models.dinov2_weights_id("facebook/dinov2-small")  # online: the files are fetched, not loaded
+    assert calls == ["facebook/dinov2-small"]
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelWeightsError, match="HF_HUB_OFFLINE"):
+        models.dinov2_weights_id("facebook/dinov2-small")
+
+
+def test_module_identity_follows_the_weights():
+    assert models.module_identity(tiny_dinov2(seed=1)) == models.module_identity(tiny_dinov2(seed=1))
+    assert models.module_identity(tiny_dinov2(seed=1)) != models.module_identity(tiny_dinov2(seed=2))
+    assert models.module_identity(tiny_sam(seed=0)).split()[:2] == ["segment_anything.modeling.sam.Sam", "cpu"]
+
+
+# ------------------------------------------------------------------ check_weights and the hub
+
+
 def fill_hub_cache(root: Path, model_id: str, model: Dinov2Model) -> None:
     """Lay out ``model`` as the Hugging Face hub cache holds a downloaded ``model_id``."""
     repo = root / "hf" / "hub" / f"models--{model_id.replace('/', '--')}"
@@ -222,7 +327,7 @@ def test_check_weights_offline_names_every_missing_file_in_one_line(isolated, no
     assert "\n" not in message and SAM_FILE in message and "facebook/dinov2-small" in message
     assert "downloads are off" in message
     assert "--weights-dir" in message and models.WEIGHTS_ENV in message  # way 1
-    assert str(isolated / "torch" / "hub" / "checkpoints") in message and hub_constants.HF_HUB_CACHE in message  # way 2
+    assert str(isolated / "torch" / "hub" / "checkpoints") in message and huggingface_hub.constants.HF_HUB_CACHE in message  # way 2
     assert "network access" in message  # way 3
 
 
@@ -239,31 +344,3 @@ def test_check_weights_lets_a_download_start_when_the_host_answers(isolated, mon
     with socket.create_server(("127.0.0.1", 0)) as proxy:
         monkeypatch.setenv("https_proxy", f"http://127.0.0.1:{proxy.getsockname()[1]}")
         models.check_weights("vit_b", "facebook/dinov2-small")
-
-
-@pytest.mark.parametrize("model_id", sorted(models.DINOV2_CONFIGS))
-def test_dinov2_configs_match_published_sizes(model_id):
-    params = {
-        "facebook/dinov2-small": 22.1e6,
-        "facebook/dinov2-base": 86.6e6,
-        "facebook/dinov2-large": 304.4e6,
-        "facebook/dinov2-giant": 1136.5e6,
-    }[model_id]
-    config = models.Dinov2Config(**models.DINOV2_CONFIGS[model_id])
-    with torch.device("meta"):
-        model = Dinov2Model(config)
-    assert sum(p.numel() for p in model.parameters()) == pytest.approx(params, rel=0.01)
-
-
-def test_build_dinov2_unknown_model():
-    with pytest.raises(ConfigError):
-        models.build_dinov2("facebook/dinov2-huge")
-
-
-def test_resolve_device():
-    expected = "cuda" if torch.cuda.is_available() else "cpu"
-    assert models.resolve_device("auto") == expected
-    assert models.resolve_device("cpu") == "cpu"
-    if not torch.cuda.is_available():
-        with pytest.raises(ConfigError, match="--device cpu"):
-            models.resolve_device("cuda")

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from loco_ad.cache import AnalysisCache
-from loco_ad.config import ALL_SCORERS, get_preset
-from loco_ad.errors import DataError
+from loco_ad.config import ALL_SCORERS, apply_overrides, get_preset
+from loco_ad.errors import DataError, ImageReadError
 from loco_ad.pipeline import Pipeline
 from tests.scenes import LOGICAL, make_scene
 
@@ -87,6 +88,22 @@ def test_interrupted_run_resumes_with_identical_results(tmp_path):
     assert resumed.cache.hits == 5
 
 
+PAIR = ("class_agnostic", "histogram")  # one feature-based and one segment-based scorer: cheap, and sensitive to both
+
+
+def test_zero_byte_cache_entries_are_recomputed_with_unchanged_scores(tmp_path, caplog):
+    expected = [p.score for p in _offline(tmp_path, scorers=PAIR).fit(_references()).predict_many(_tests())]
+    entries = sorted(tmp_path.rglob("*.npz"))
+    assert len(entries) == 4 + 7
+    for entry in entries:
+        entry.write_bytes(b"")  # a full disk, or a crash before the data reached the disk
+    again = _offline(tmp_path, scorers=PAIR).fit(_references())
+    assert [p.score for p in again.predict_many(_tests())] == expected
+    assert (again.cache.hits, again.cache.misses) == (0, 4 + 7)
+    assert "damaged cache entry" in caplog.text
+    assert all(np.load(entry)["patches"].size for entry in entries)  # stored again, whole
+
+
 def test_input_size_resizes_before_the_model():
     config = dataclasses.replace(get_preset("offline"), input_size=(64, 64))
     pipeline = Pipeline(config, progress=False).fit(_references(2))
@@ -98,6 +115,24 @@ def test_fit_needs_images_and_predict_needs_fit():
         _offline().fit([])
     with pytest.raises(RuntimeError):
         _offline().predict(_references(1)[0])
+
+
+@pytest.mark.parametrize("single", ["a.png", Path("a.png"), np.zeros((8, 8, 3), np.uint8)], ids=["str", "path", "array"])
+def test_one_image_where_a_list_is_expected_is_refused(single):
+    with pytest.raises(DataError, match="wrap it in a list"):
+        _offline().fit(single)
+    fitted = _offline(scorers=("histogram",)).fit(_references(1))
+    with pytest.raises(DataError, match="wrap it in a list"):
+        fitted.predict_many(single)
+
+
+def test_missing_file_and_empty_arrays_are_data_errors(tmp_path):
+    pipeline = _offline(scorers=("histogram",)).fit(_references(1))
+    with pytest.raises(ImageReadError, match="no such file"):
+        pipeline.predict(tmp_path / "missing.png")
+    for shape in ((0, 0, 3), (0, 12, 3), (12, 0, 3)):
+        with pytest.raises(DataError, match="expected an H×W×3"):
+            pipeline.predict(np.zeros(shape, np.uint8))
 
 
 def test_degenerate_inputs_do_not_crash():
@@ -122,8 +157,7 @@ def test_sam_and_dinov2_code_path_with_tiny_models(tmp_path):
     from loco_ad.stages.segment import SamSegmenter
     from tests.tiny_models import tiny_dinov2, tiny_sam
 
-    config = dataclasses.replace(get_preset("fast"), embedder=dataclasses.replace(get_preset("fast").embedder, image_size=112))
-    config = config.with_scorers(ALL_SCORERS)
+    config = apply_overrides(get_preset("fast").with_scorers(ALL_SCORERS), ["embedder.image_size=112"])
     pipeline = Pipeline(
         config,
         segmenter=SamSegmenter(tiny_sam(), points_per_side=4),
@@ -137,5 +171,5 @@ def test_sam_and_dinov2_code_path_with_tiny_models(tmp_path):
     assert (height, width) == config.working_size(*SIZE)
     assert prediction.analysis.patches.shape[:2] == (height // 14, width // 14)
     stored = AnalysisCache(tmp_path)
-    key = stored.key(prediction.analysis.rgb, config.model_key())
+    key = stored.key(prediction.analysis.rgb, pipeline.model_key)
     assert set(stored.load(key)) == {"patches", "segment_map"}

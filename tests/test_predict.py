@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -77,7 +78,7 @@ def test_scores_all_readable_images_and_lists_the_corrupt_one(predicted: tuple[P
         assert float(row["score"]) == pytest.approx(sum(float(row[s]) for s in meta["scorers"]), rel=1e-5)
     assert meta["k"] == 3 and meta["preset"] == "offline" and meta["used_fallback"] is False
     assert meta["threshold_rule"].startswith("auto")
-    assert set(meta["weights"]) == set(meta["scorers"]) == set(get_preset("offline").scorers)
+    assert set(meta["weights"]) == set(meta["scorers"]) == set(get_preset("offline").ensemble.scorers)
 
 
 def test_overlays_at_working_resolution(predicted: tuple[Path, int]) -> None:
@@ -155,3 +156,41 @@ def test_usage_errors_exit_2_without_files(case: str, folders: Path, tmp_path: P
     assert not out.exists()
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "NaN", "high"])
+def test_threshold_must_be_a_finite_number(value: str, folders: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(_args(folders, tmp_path / "out", f"--threshold={value}"))
+    assert exit_info.value.code == 2 and "finite number" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_decompression_bomb_is_listed_and_the_rest_scored(folders: Path, bomb_png: Path, tmp_path: Path) -> None:
+    images = tmp_path / "images"
+    _save(images / "a.png", "good", 3)
+    shutil.copy(bomb_png, images / "huge.png")
+    _save(images / "z.png", "missing", 4)
+    out = tmp_path / "out"
+    argv = ["--good", str(folders / "good"), "--images", str(images), "--out", str(out), "--preset", "offline",
+            "--cache-dir", str(tmp_path / "cache"), "--quiet"]
+    assert main(argv) == 1
+    rows = _rows(out)
+    assert rows["huge.png"]["verdict"] == "error" and "too large to decode safely" in rows["huge.png"]["error"]
+    assert rows["a.png"]["score"] and rows["z.png"]["score"]
+    assert sorted(p.name for p in (out / "images").iterdir()) == [f"{s}_{k}.png" for s in "az" for k in ("heatmap", "segments")]
+
+
+@pytest.mark.parametrize("where", ["under a file", "read-only"])
+def test_unwritable_out_is_refused_before_any_work(
+    where: str, folders: Path, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch, make_read_only
+) -> None:
+    monkeypatch.setattr(Pipeline, "fit", lambda *a, **k: pytest.fail("work started"))
+    (tmp_path / "file").write_text("")
+    out = tmp_path / "file" / "out"
+    if where == "read-only":
+        (tmp_path / "ro").mkdir()
+        out = make_read_only(tmp_path / "ro") / "out"
+    assert main(_args(folders, out)) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and str(out) in err and "\n" not in err

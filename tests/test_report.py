@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -18,10 +19,10 @@ from loco_ad.report import (
     SEGMENT_BORDER,
     ReportItem,
     ReportMeta,
-    auto_threshold,
     heatmap_overlay,
     map_colour_range,
     overlay_stems,
+    remove_report_folders,
     segmentation_overlay,
     write_image_report,
     write_results,
@@ -72,17 +73,6 @@ def _prediction(anomaly: str, seed: int, with_map: bool = True) -> Prediction:
 
 def _meta(threshold: float = 1.0) -> ReportMeta:
     return ReportMeta("offline", 3, SCORERS, {"class_agnostic": 0.2, "histogram": 0.05}, False, threshold, "given")
-
-
-def test_auto_threshold_hand_worked() -> None:
-    # three good references: the largest leave-one-out score is the threshold
-    threshold, rule = auto_threshold([1.25, 2.5, 1.75], n_scorers=3)
-    assert threshold == 2.5
-    assert "leave-one-out" in rule and "3" in rule
-    # k = 1: no leave-one-out scores, each normalised scorer ≈ 1 on the worst good image
-    threshold, rule = auto_threshold([], n_scorers=3)
-    assert threshold == 3.0
-    assert "k = 1" in rule
 
 
 def test_heatmap_overlay_colours_and_scale() -> None:
@@ -185,3 +175,23 @@ def test_write_image_report(tmp_path: Path) -> None:
     # scored images only, by descending score
     order = sorted((i for i in items if i.prediction), key=lambda i: -i.prediction.score)
     assert page.headings == [i.name for i in order]
+
+
+def test_only_report_folders_are_removed(tmp_path: Path) -> None:
+    def folder(name: str, files: dict[str, bytes]) -> Path:
+        for relative, data in files.items():
+            (tmp_path / "report" / name / relative).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / "report" / name / relative).write_bytes(data)
+        return tmp_path / "report" / name
+
+    ours = folder("a", {"report.html": b"x", "images/1_heatmap.png": b"", "images/.1_segments.png.0a.tmp": b""})
+    bare = folder("b", {"report.html": b"x"})
+    with_notes = folder("c", {"report.html": b"x", "notes.txt": b"mine"})
+    other_files = folder("d", {"report.html": b"x", "images/photo.jpg": b""})
+    remove_report_folders(tmp_path / "report")
+    assert not ours.exists() and not bare.exists() and with_notes.exists() and other_files.exists()
+    shutil.rmtree(with_notes)
+    shutil.rmtree(other_files)
+    remove_report_folders(tmp_path / "report")
+    assert not (tmp_path / "report").exists()  # an empty report folder goes too
+    remove_report_folders(tmp_path / "report")  # and a missing one is fine

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -40,10 +41,13 @@ def test_offline_run_writes_all_result_files(tmp_path, tiny_loco_root, capsys):
     metrics = _rows(out / "metrics.csv")
     assert len(metrics) == 4
     assert {"seed", "k_shot", "category", "image_score", "pixel_score", "image_auroc", "logical_auroc",
-            "structural_auroc", "pixel_auroc", "spro"} <= set(metrics[0])
+            "structural_auroc", "pixel_auroc", "logical_spro", "structural_spro", "spro"} <= set(metrics[0])
+    for row in metrics:  # spro is the mean of the two types, each against all good images
+        assert float(row["spro"]) == pytest.approx((float(row["logical_spro"]) + float(row["structural_spro"])) / 2)
     results = json.loads((out / "results.json").read_text())
     assert {"aufc", "normalized_aufc", "avg_image_score", "config", "references"} <= set(results)
-    assert results["config"]["pipeline"]["scorers"] == ["class_agnostic", "histogram", "location"]
+    assert results["config"]["pipeline"]["ensemble"]["scorers"] == ["class_agnostic", "histogram", "location"]
+    assert results["config"]["pipeline"]["segmenter"]["sam"]["pred_iou_thresh"] == 0.88  # every knob is recorded
     drawn = results["references"]["juice_bottle"]["42"]["2"]
     assert len(drawn) == 2 and all(Path(p).exists() for p in drawn)
     assert [["juice_bottle", 42, 1], ["juice_bottle", 0, 1]] == results["fallback_weights_used"]
@@ -177,6 +181,101 @@ def test_report_with_ground_truth_outlines(tmp_path, tiny_loco_root):
     white = lambda src: int((np.asarray(Image.open(folder / src)) == 255).all(-1).sum())  # noqa: E731
     assert outlined and plain
     assert all(white(src) > 0 for src in outlined) and all(white(src) == 0 for src in plain)
+
+
+def test_pixel_metrics_at_full_resolution(tmp_path, tiny_loco_root):
+    """``--set evaluation.pixel_long_side=0`` compares maps and masks at the ground truth's own size."""
+    outs = {}
+    for side in ("0", "256"):
+        outs[side] = tmp_path / f"out{side}"
+        assert _run(tmp_path, "--data-root", str(tiny_loco_root), "--shots", "2", "--seeds", "42", "--preset", "offline",
+                    "--set", f"evaluation.pixel_long_side={side}", "--out", str(outs[side])) == 0
+    full, small = _rows(outs["0"] / "metrics.csv")[0], _rows(outs["256"] / "metrics.csv")[0]
+    assert 0.0 <= float(full["spro"]) <= 1.0 and full["image_score"] == small["image_score"]
+    assert full["pixel_auroc"] != small["pixel_auroc"]  # the 64×96 ground truth, against maps shrunk to 168×256
+    recorded = json.loads((outs["0"] / "results.json").read_text())["config"]["pipeline"]["evaluation"]
+    assert recorded["pixel_long_side"] == 0
+
+
+def _one_line_error(capsys) -> str:
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert "Traceback" not in captured.err and len(lines) == 1 and lines[0].startswith("error: ")
+    return lines[0]
+
+
+@pytest.mark.parametrize("where", ["a file", "under a file", "read-only"])
+def test_unwritable_out_is_refused_before_any_work(tmp_path, tiny_loco_root, capsys, monkeypatch, make_read_only, where):
+    monkeypatch.setattr("loco_ad.evaluate.evaluate", lambda *a, **k: pytest.fail("work started"))
+    (tmp_path / "file").write_text("")
+    out = {"a file": tmp_path / "file", "under a file": tmp_path / "file" / "out", "read-only": tmp_path / "ro" / "out"}[where]
+    if where == "read-only":
+        (tmp_path / "ro").mkdir()
+        make_read_only(tmp_path / "ro")
+    assert _run(tmp_path, "--data-root", str(tiny_loco_root), "--preset", "offline", "--out", str(out)) == 2
+    assert str(out) in _one_line_error(capsys)
+    assert not (tmp_path / "cache").exists() and (tmp_path / "file").read_text() == ""
+
+
+def test_decompression_bomb_is_a_one_line_error(tmp_path, tiny_loco_root, bomb_png, capsys):
+    huge = tiny_loco_root / "juice_bottle" / "test" / "good" / "003.png"
+    shutil.copy(bomb_png, huge)
+    out = tmp_path / "out"
+    assert _run(tmp_path, "--data-root", str(tiny_loco_root), "--shots", "1", "--seeds", "0", "--preset", "offline",
+                "--out", str(out)) == 2
+    message = _one_line_error(capsys)
+    assert str(huge) in message and "too large to decode safely" in message
+    assert not out.exists()
+
+
+def test_repeated_category_is_evaluated_once(tmp_path, tiny_loco_root):
+    out = tmp_path / "out"
+    assert _run(tmp_path, "--data-root", str(tiny_loco_root), "--category", "juice_bottle", "juice_bottle,juice_bottle",
+                "--shots", "1", "--seeds", "0", "--preset", "offline", "--no-pixel", "--out", str(out)) == 0
+    assert len(_rows(out / "metrics.csv")) == 1
+    assert json.loads((out / "results.json").read_text())["config"]["categories"] == ["juice_bottle"]
+
+
+def test_test_split_without_anomalies_is_an_error(tmp_path, capsys):
+    from tests.loco_tree import make_loco_tree
+
+    root = make_loco_tree(tmp_path / "loco", n_logical=0, n_structural=0)
+    assert "has no anomalous images" in _error(tmp_path, capsys, "--data-root", str(root))
+
+
+def test_data_root_that_is_a_file(tmp_path, capsys):
+    (tmp_path / "data").write_text("")
+    assert "is a file, not a folder" in _error(tmp_path, capsys, "--data-root", str(tmp_path / "data"))
+
+
+def test_mask_of_the_wrong_size_is_named(tmp_path, tiny_loco_root, capsys):
+    from PIL import Image
+
+    mask = next((tiny_loco_root / "juice_bottle" / "ground_truth" / "logical_anomalies" / "000").iterdir())
+    Image.new("L", (10, 10)).save(mask)
+    assert str(mask) in _error(tmp_path, capsys, "--data-root", str(tiny_loco_root), "--shots", "1", "--seeds", "0")
+
+
+def test_reused_out_replaces_the_reports_this_tool_wrote(tmp_path, tiny_loco_root):
+    out = tmp_path / "out"
+    args = ["--data-root", str(tiny_loco_root), "--shots", "1", "--seeds", "0", "--preset", "offline", "--no-pixel",
+            "--out", str(out)]
+    stale = out / "report" / "breakfast_box"  # as an earlier run on another category left it
+    (stale / "images").mkdir(parents=True)
+    (stale / "report.html").write_text("<html></html>")
+    (stale / "images" / "000_heatmap.png").write_bytes(b"")
+    old_picture = out / "report" / "juice_bottle" / "images" / "gone_heatmap.png"
+    old_picture.parent.mkdir(parents=True)
+    old_picture.write_bytes(b"")
+    (old_picture.parents[1] / "report.html").write_text("<html></html>")
+    mine = out / "report" / "notes"  # not a report folder: kept
+    mine.mkdir()
+    (mine / "todo.txt").write_text("keep")
+    assert _run(tmp_path, *args, "--report") == 0
+    assert sorted(p.name for p in (out / "report").iterdir()) == ["juice_bottle", "notes"]
+    assert not old_picture.exists() and (out / "report" / "juice_bottle" / "report.html").stat().st_size > 100
+    assert _run(tmp_path, *args) == 0  # without --report, no report of an older run stays beside the new results
+    assert sorted(p.name for p in (out / "report").iterdir()) == ["notes"]
 
 
 def test_help_names_presets_scorers_and_the_report_path():

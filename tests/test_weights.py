@@ -1,16 +1,23 @@
-"""Tests of the leave-one-out weights and the ensemble."""
+"""Tests of the leave-one-out weights and of the core ``Detector`` that sums the normalised scorers."""
 
 from __future__ import annotations
+
+import dataclasses
 
 import numpy as np
 import pytest
 
 from loco_ad.analysis import Score
+from loco_ad.build import build_detector, build_scorer
+from loco_ad.config import ALL_SCORERS, get_preset
+from loco_ad.core import Detector
 from loco_ad.errors import DataError
-from loco_ad.features import make_scorer
-from loco_ad.weights import FALLBACK_SCALES, WEIGHT_FLOOR_FRACTION, Ensemble, leave_one_out_weight
+from loco_ad.weights import leave_one_out_raw_scores, leave_one_out_weight
 from tests.analyses import analysis_from_scene
 from tests.scenes import make_scene
+
+CONFIG = get_preset("offline")
+FALLBACK = CONFIG.ensemble.fallback_scales.as_dict()
 
 
 class _DistanceToMean:
@@ -26,9 +33,21 @@ class _DistanceToMean:
         return Score(abs(image - self.mean_))
 
 
+def _make(name: str):
+    return lambda: build_scorer(name, CONFIG)
+
+
+def _detector(names, **ensemble) -> Detector:
+    config = CONFIG.with_scorers(names)
+    return build_detector(dataclasses.replace(config, ensemble=dataclasses.replace(config.ensemble, **ensemble)))
+
+
 def test_leave_one_out_weight_of_known_scores() -> None:
     # leave 1 out: |1 − 3| = 2; leave 2 out: |2 − 2.5| = 0.5; leave 4 out: |4 − 1.5| = 2.5
-    assert leave_one_out_weight(_DistanceToMean, [1.0, 2.0, 4.0]) == pytest.approx(2.5)
+    raw = leave_one_out_raw_scores(_DistanceToMean, [1.0, 2.0, 4.0])
+    assert raw == pytest.approx([2.0, 0.5, 2.5])
+    assert leave_one_out_weight(raw, floor=0.1) == pytest.approx(2.5)
+    assert leave_one_out_weight([0.0, 0.0], floor=0.1) == 0.1
 
 
 def test_leave_one_out_weight_of_histogram_by_hand() -> None:
@@ -40,22 +59,22 @@ def test_leave_one_out_weight_of_histogram_by_hand() -> None:
         labels[:rows] = 1
         references.append(analysis_from_scene(scene, labels=labels))
     # left-out 0.25 -> nearest 0.5: 0.25; 0.5 -> 0.625: 0.125; 0.625 -> 0.5: 0.125
-    assert leave_one_out_weight(lambda: make_scorer("histogram"), references) == pytest.approx(0.25)
+    assert leave_one_out_raw_scores(_make("histogram"), references) == pytest.approx([0.25, 0.125, 0.125])
+    assert _detector(("histogram",)).fit(references).weights["histogram"] == pytest.approx(0.25)
 
 
 def test_leave_one_out_needs_two_references() -> None:
     with pytest.raises(DataError):
-        leave_one_out_weight(_DistanceToMean, [1.0])
+        leave_one_out_raw_scores(_DistanceToMean, [1.0])
 
 
 def test_identical_references_get_the_floor() -> None:
     references = [analysis_from_scene(make_scene(seed=0))] * 3
+    detector = _detector(("class_agnostic", "histogram")).fit(references)
     for name in ("histogram", "class_agnostic"):
-        weight = leave_one_out_weight(lambda: make_scorer(name), references)
-        assert weight == pytest.approx(WEIGHT_FLOOR_FRACTION * FALLBACK_SCALES[name])
-    ensemble = Ensemble(("class_agnostic", "histogram")).fit(references)
-    result = ensemble.score(analysis_from_scene(make_scene("missing", seed=5)))
-    assert np.isfinite(result.value) and np.isfinite(result.map).all()
+        assert detector.weights[name] == pytest.approx(CONFIG.ensemble.weight_floor_fraction * FALLBACK[name])
+    result = detector.score(analysis_from_scene(make_scene("missing", seed=5)))
+    assert np.isfinite(result.score) and np.isfinite(result.map).all()
 
 
 @pytest.fixture(scope="module")
@@ -63,51 +82,81 @@ def references():
     return [analysis_from_scene(make_scene(seed=s)) for s in (0, 1, 2, 3)]
 
 
-def test_ensemble_sums_normalised_scores(references) -> None:
+def test_detector_sums_normalised_scores(references) -> None:
     names = ("class_agnostic", "foreground", "histogram", "location")
-    ensemble = Ensemble(names, multipliers={"location": 0.5}).fit(references)
-    assert not ensemble.used_fallback
+    config = CONFIG.with_scorers(names)
+    multipliers = dataclasses.replace(config.ensemble.multipliers, location=0.5)
+    detector = _detector(names, multipliers=multipliers).fit(references)
+    assert not detector.used_fallback
     for name in names:
-        expected = leave_one_out_weight(lambda: make_scorer(name), references)
-        assert ensemble.weights[name] == pytest.approx(expected)
+        floor = CONFIG.ensemble.weight_floor_fraction * FALLBACK[name]
+        expected = leave_one_out_weight(leave_one_out_raw_scores(_make(name), references), floor)
+        assert detector.weights[name] == pytest.approx(expected)
     image = analysis_from_scene(make_scene("scratch", seed=20))
-    result = ensemble.score(image)
-    raw = {name: make_scorer(name).fit(references).score(image) for name in names}
+    result = detector.score(image)
+    raw = {name: build_scorer(name, CONFIG).fit(references).score(image) for name in names}
     multiplier = {"class_agnostic": 1.0, "foreground": 1.0, "histogram": 1.0, "location": 0.5}
     for name in names:
         assert result.raw_scores[name] == pytest.approx(raw[name].value)
-        assert result.scores[name] == pytest.approx(raw[name].value / ensemble.weights[name] * multiplier[name])
-    assert result.value == pytest.approx(sum(result.scores.values()))
-    expected_map = sum(raw[n].map / ensemble.weights[n] for n in ("class_agnostic", "foreground"))
+        assert result.scores[name] == pytest.approx(raw[name].value / detector.weights[name] * multiplier[name])
+    assert result.score == pytest.approx(sum(result.scores.values()))
+    assert result.analysis is image
+    expected_map = sum(raw[n].map / detector.weights[n] for n in ("class_agnostic", "foreground"))
     np.testing.assert_allclose(result.map, expected_map, rtol=1e-5)
 
 
-def test_ensemble_ranks_anomalies_above_good(references) -> None:
-    ensemble = Ensemble(("class_agnostic", "foreground", "histogram", "location")).fit(references)
-    good = max(ensemble.score(analysis_from_scene(make_scene(seed=s))).value for s in (10, 11, 12))
+def test_leave_one_out_scores_are_in_the_units_of_test_scores(references) -> None:
+    """A reference's leave-one-out score is the score it gets from the others' scorers, divided by the FULL weights."""
+    names = ("class_agnostic", "histogram", "colour")
+    config = CONFIG.with_scorers(names)
+    multipliers = dataclasses.replace(config.ensemble.multipliers, colour=2.0)
+    detector = _detector(names, multipliers=multipliers).fit(references)
+    scores = detector.leave_one_out_scores()
+    assert len(scores) == len(references)
+    factor = {name: (2.0 if name == "colour" else 1.0) / detector.weights[name] for name in names}
+    for index, held_out in enumerate(references):
+        others = _detector(names).fit(references[:index] + references[index + 1 :])
+        raw = others.score(held_out).raw_scores  # the others' own weights do not matter: raw scores only
+        assert scores[index] == pytest.approx(sum(raw[name] * factor[name] for name in names))
+    # each scorer's largest normalised leave-one-out score is its multiplier, as its weight is that maximum
+    alone = _detector(("class_agnostic",)).fit(references)
+    assert max(alone.leave_one_out_scores()) == pytest.approx(1.0)
+
+
+def test_detector_ranks_anomalies_above_good(references) -> None:
+    detector = _detector(("class_agnostic", "foreground", "histogram", "location")).fit(references)
+    good = max(detector.score(analysis_from_scene(make_scene(seed=s))).score for s in (10, 11, 12))
     for anomaly in ("missing", "extra", "swap", "moved", "scratch"):
-        assert ensemble.score(analysis_from_scene(make_scene(anomaly, seed=20))).value > good, anomaly
+        assert detector.score(analysis_from_scene(make_scene(anomaly, seed=20))).score > good, anomaly
 
 
-def test_ensemble_without_patch_scorer_has_no_map(references) -> None:
-    result = Ensemble(("histogram", "colour")).fit(references).score(references[0])
+def test_detector_without_patch_scorer_has_no_map(references) -> None:
+    result = _detector(("histogram", "colour")).fit(references).score(references[0])
     assert result.map is None and set(result.scores) == {"histogram", "colour"}
 
 
 def test_single_reference_uses_fallback_scales(references) -> None:
-    names = ("class_agnostic", "class_aware", "foreground", "embedding", "histogram", "colour", "location")
-    ensemble = Ensemble(names).fit(references[:1])
-    assert ensemble.used_fallback
-    assert ensemble.weights == {name: FALLBACK_SCALES[name] for name in names}
-    result = ensemble.score(analysis_from_scene(make_scene("colour", seed=20)))
-    assert np.isfinite(result.value) and result.map.shape == references[0].rgb.shape[:2]
+    detector = _detector(ALL_SCORERS).fit(references[:1])
+    assert detector.used_fallback and detector.leave_one_out_scores() == []
+    assert detector.weights == FALLBACK
+    result = detector.score(analysis_from_scene(make_scene("colour", seed=20)))
+    assert np.isfinite(result.score) and result.map.shape == references[0].rgb.shape[:2]
 
 
-def test_ensemble_passes_scorer_params(references) -> None:
-    ensemble = Ensemble(("colour",), scorer_params={"colour": {"mode": "ab_ratio"}}).fit(references)
-    assert ensemble.scorers_["colour"].mode == "ab_ratio"
+def test_detector_builds_scorers_with_their_settings(references) -> None:
+    config = dataclasses.replace(CONFIG.with_scorers(("colour",)), scorers=dataclasses.replace(
+        CONFIG.scorers, colour=dataclasses.replace(CONFIG.scorers.colour, mode="ab_ratio")))
+    assert build_detector(config).fit(references).scorers_["colour"].mode == "ab_ratio"
 
 
-def test_ensemble_needs_references() -> None:
+def test_refit_replaces_what_was_learnt(references) -> None:
+    detector = _detector(("histogram",))
+    first = detector.fit(references).weights
+    assert detector.fit(references[:1]).used_fallback and detector.weights != first
+
+
+def test_detector_needs_references_and_a_fit() -> None:
     with pytest.raises(DataError):
-        Ensemble(("histogram",)).fit([])
+        _detector(("histogram",)).fit([])
+    with pytest.raises(RuntimeError):
+        _detector(("histogram",)).score(analysis_from_scene(make_scene()))

@@ -2,11 +2,12 @@
 
 Every scorer here compares each test patch feature with a bank of reference
 patch features (faiss ``IndexFlatIP`` on L2-normalised features, i.e. cosine
-similarity; on the GPU when faiss sees one). A patch's distance is
-1 − cosine similarity, averaged over its ``n_neighbours`` nearest reference
-patches. The image score is the mean of the largest ``top_fraction`` of the
+similarity). A patch's distance is 1 − cosine similarity, averaged over its
+``n_neighbours`` nearest reference patches. The image score is the mean of the largest ``top_fraction`` of the
 patch distances (at least one patch); the map is the h×w grid of patch
-distances upsampled bilinearly to the H×W of ``image.rgb``.
+distances upsampled bilinearly to the H×W of ``image.rgb``. With ``gpu=True``
+the banks are faiss GPU indexes, which must not be searched from several
+threads at once (``loco_ad.core.Detector.uses_gpu``).
 """
 
 from __future__ import annotations
@@ -15,16 +16,10 @@ import math
 from typing import Sequence
 
 import cv2
-import faiss
 import numpy as np
 
 from loco_ad.analysis import ImageAnalysis, Score
 from loco_ad.errors import DataError
-
-# Banks live on the GPU when faiss sees one. A faiss GPU index must not be
-# searched from several threads at once, a CPU index may.
-BANKS_ON_GPU = faiss.get_num_gpus() > 0
-
 
 class _PatchBank:
     """A cosine kNN memory bank of L2-normalised patch features.
@@ -32,12 +27,15 @@ class _PatchBank:
     Arguments:
       features: N×D reference patch features of unit norm (N ≥ 1).
       n_neighbours: number of nearest reference patches averaged per query.
+      gpu: put the index on every GPU faiss sees.
     """
 
-    def __init__(self, features: np.ndarray, n_neighbours: int) -> None:
+    def __init__(self, features: np.ndarray, n_neighbours: int, gpu: bool = False) -> None:
+        import faiss  # imported here: the rest of the package can load without it
+
         features = np.ascontiguousarray(features, dtype=np.float32)
         index = faiss.IndexFlatIP(features.shape[1])
-        if BANKS_ON_GPU:
+        if gpu:
             index = faiss.index_cpu_to_all_gpus(index)
         index.add(features)
         self.index = index
@@ -83,18 +81,20 @@ class ClassAgnosticScorer:
     Arguments:
       n_neighbours: nearest reference patches averaged per test patch.
       top_fraction: share of the largest patch distances averaged into the image score.
+      gpu: keep the bank on the GPU.
     """
 
     name = "class_agnostic"
 
-    def __init__(self, n_neighbours: int = 1, top_fraction: float = 0.02) -> None:
+    def __init__(self, n_neighbours: int = 1, top_fraction: float = 0.02, gpu: bool = False) -> None:
         self.n_neighbours = n_neighbours
         self.top_fraction = top_fraction
+        self.gpu = gpu
 
     def fit(self, references: Sequence[ImageAnalysis]) -> "ClassAgnosticScorer":
         """Build the bank from every patch of ``references``; returns self."""
         features, _ = _stack_patches(references)
-        self.bank_ = _PatchBank(features, self.n_neighbours)
+        self.bank_ = _PatchBank(features, self.n_neighbours, self.gpu)
         return self
 
     def score(self, image: ImageAnalysis) -> Score:
@@ -116,19 +116,21 @@ class ClassAwareScorer:
     Arguments:
       n_neighbours: nearest reference patches averaged per test patch.
       top_fraction: share of the largest patch distances of a class averaged into its score.
+      gpu: keep the banks on the GPU.
     """
 
     name = "class_aware"
 
-    def __init__(self, n_neighbours: int = 1, top_fraction: float = 0.02) -> None:
+    def __init__(self, n_neighbours: int = 1, top_fraction: float = 0.02, gpu: bool = False) -> None:
         self.n_neighbours = n_neighbours
         self.top_fraction = top_fraction
+        self.gpu = gpu
 
     def fit(self, references: Sequence[ImageAnalysis]) -> "ClassAwareScorer":
         """Build one bank per class and a bank of all patches; returns self."""
         features, labels = _stack_patches(references)
-        self.all_bank_ = _PatchBank(features, self.n_neighbours)
-        self.banks_ = {int(c): _PatchBank(features[labels == c], self.n_neighbours) for c in np.unique(labels)}
+        self.all_bank_ = _PatchBank(features, self.n_neighbours, self.gpu)
+        self.banks_ = {int(c): _PatchBank(features[labels == c], self.n_neighbours, self.gpu) for c in np.unique(labels)}
         return self
 
     def score(self, image: ImageAnalysis) -> Score:
@@ -166,20 +168,22 @@ class ForegroundScorer:
     Arguments:
       n_neighbours: nearest reference patches averaged per test patch.
       top_fraction: share of the largest foreground patch distances averaged into the image score.
+      gpu: keep the bank on the GPU.
     """
 
     name = "foreground"
 
-    def __init__(self, n_neighbours: int = 1, top_fraction: float = 0.02) -> None:
+    def __init__(self, n_neighbours: int = 1, top_fraction: float = 0.02, gpu: bool = False) -> None:
         self.n_neighbours = n_neighbours
         self.top_fraction = top_fraction
+        self.gpu = gpu
 
     def fit(self, references: Sequence[ImageAnalysis]) -> "ForegroundScorer":
         """Build the bank of reference patches touching the foreground (all patches if none does); returns self."""
         features, _ = _stack_patches(references)
         foreground = np.concatenate([_touches_foreground(r).ravel() for r in references])
         self.all_patches_ = not foreground.any()
-        self.bank_ = _PatchBank(features if self.all_patches_ else features[foreground], self.n_neighbours)
+        self.bank_ = _PatchBank(features if self.all_patches_ else features[foreground], self.n_neighbours, self.gpu)
         return self
 
     def score(self, image: ImageAnalysis) -> Score:

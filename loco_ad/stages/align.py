@@ -12,22 +12,22 @@ alignment to it, with one of two strategies:
 - ``"hungarian"`` (ablations): segment descriptors (mean patch feature, mean
   CIELAB colour, area share, centroid) matched one-to-one to the reference
   segments by ``scipy.optimize.linear_sum_assignment`` (``align_hungarian``).
+
+Their knobs are ``loco_ad.config.AlignmentConfig``. Torch is imported only
+when propagation runs.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
-import torch
 from scipy import ndimage
 from scipy.optimize import linear_sum_assignment
 
 from loco_ad.analysis import ImageAnalysis
+from loco_ad.config import AlignmentConfig, HungarianConfig
 from loco_ad.errors import ConfigError
-
-METHODS: tuple[str, ...] = ("propagation", "hungarian")
 
 
 def reference_labels(segment_map: np.ndarray) -> np.ndarray:
@@ -89,6 +89,8 @@ def propagate_labels(
     Returns:
       h×w×n_classes float32 class probabilities (each patch sums to 1).
     """
+    import torch
+
     if top_k < 1 or temperature <= 0:
         raise ConfigError(f"propagation needs top_k >= 1 and temperature > 0, got top_k={top_k}, temperature={temperature}")
     if ref_patch_labels.shape != ref_patches.shape[:2] or ref_patches.shape[2] != patches.shape[2]:
@@ -124,6 +126,8 @@ def snap_to_segments(probabilities: np.ndarray, segment_map: np.ndarray) -> np.n
     Returns:
       H×W int32 class ids.
     """
+    import torch
+
     height, width = segment_map.shape
     n_classes = probabilities.shape[2]
     grid = torch.from_numpy(np.ascontiguousarray(probabilities.transpose(2, 0, 1), dtype=np.float32))
@@ -133,26 +137,6 @@ def snap_to_segments(probabilities: np.ndarray, segment_map: np.ndarray) -> np.n
     best = sums.argmax(dim=0).numpy().astype(np.int32)
     best[0] = 0
     return best[segment_map]
-
-
-@dataclass(frozen=True)
-class DescriptorWeights:
-    """Weights of the terms of the Hungarian matching cost between two segments.
-
-    Each term lies roughly in [0, 1] (feature in [0, 2]):
-    - feature: 1 − cosine similarity of the mean patch features (re-normalised);
-    - colour: Euclidean distance of the mean CIELAB colours / 100;
-    - area: |difference of the area shares| / the larger share;
-    - centroid: Euclidean distance of the centroids (y/H, x/W).
-
-    Arguments:
-      feature, colour, area, centroid: the multipliers of the four terms.
-    """
-
-    feature: float = 1.0
-    colour: float = 1.0
-    area: float = 0.5
-    centroid: float = 0.5
 
 
 class _Descriptors(NamedTuple):
@@ -184,8 +168,14 @@ def _describe(segment_map: np.ndarray, patches: np.ndarray, lab: np.ndarray) -> 
     return _Descriptors(ids, features, colours, areas, centroids / [height, width])
 
 
-def _matching_cost(test: _Descriptors, reference: _Descriptors, weights: DescriptorWeights) -> np.ndarray:
-    """n_test × n_ref cost matrix (see ``DescriptorWeights``)."""
+def _matching_cost(test: _Descriptors, reference: _Descriptors, weights: HungarianConfig) -> np.ndarray:
+    """n_test × n_ref cost matrix: the weighted sum of the terms of ``HungarianConfig``.
+
+    Each term lies roughly in [0, 1] (feature in [0, 2]): 1 − cosine similarity of
+    the mean patch features; Euclidean distance of the mean CIELAB colours / 100;
+    |difference of the area shares| / the larger share; Euclidean distance of the
+    centroids (y/H, x/W).
+    """
     feature = 1.0 - test.features @ reference.features.T
     colour = np.linalg.norm(test.colours[:, None] - reference.colours[None], axis=2) / 100.0
     area = np.abs(test.areas[:, None] - reference.areas[None]) / np.maximum(test.areas[:, None], reference.areas[None])
@@ -198,14 +188,14 @@ def align_hungarian(
     segment_map: np.ndarray,
     patches: np.ndarray,
     lab: np.ndarray,
-    weights: DescriptorWeights = DescriptorWeights(),
+    weights: HungarianConfig = HungarianConfig(),
 ) -> np.ndarray:
     """Labels of an image by one-to-one matching of segment descriptors to the reference's classes.
 
     Every class present in ``reference.labels`` and every segment of the image
     gets a descriptor (mean patch feature, mean CIELAB colour, area share,
     centroid); ``linear_sum_assignment`` matches them at the least total cost
-    (see ``DescriptorWeights``). Segments left unmatched (more segments than
+    (see ``_matching_cost``). Segments left unmatched (more segments than
     reference classes) take the class of their cheapest reference class, so a
     duplicated part is labelled as that part twice; classes left unmatched are
     absent (a missing part). A segment is never labelled background; with no
@@ -238,7 +228,7 @@ def align(
     segment_map: np.ndarray,
     patches: np.ndarray,
     lab: np.ndarray,
-    method: str = "propagation",
+    settings: AlignmentConfig = AlignmentConfig(),
 ) -> np.ndarray:
     """Labels of an image aligned to the canonical reference.
 
@@ -247,13 +237,17 @@ def align(
       segment_map: H×W int partition of the image (0 = no segment).
       patches: h×w×D L2-normalised patch features of the image.
       lab: H×W×3 CIELAB of the image (used by ``"hungarian"``).
-      method: ``"propagation"`` (``propagate_labels`` + ``snap_to_segments``) or ``"hungarian"``.
+      settings: ``settings.method`` is ``"propagation"`` (``propagate_labels`` +
+        ``snap_to_segments``) or ``"hungarian"`` (``align_hungarian``), with their knobs.
     Returns:
       H×W int32 class ids in [0, reference.n_classes).
     """
-    if method == "propagation":
-        probabilities = propagate_labels(reference.patches, reference.patch_labels, reference.n_classes, patches)
+    if settings.method == "propagation":
+        knobs = settings.propagation
+        probabilities = propagate_labels(
+            reference.patches, reference.patch_labels, reference.n_classes, patches, knobs.top_k, knobs.temperature
+        )
         return snap_to_segments(probabilities, segment_map)
-    if method == "hungarian":
-        return align_hungarian(reference, segment_map, patches, lab)
-    raise ConfigError(f"unknown alignment method {method!r}; choose from {', '.join(METHODS)}")
+    if settings.method == "hungarian":
+        return align_hungarian(reference, segment_map, patches, lab, settings.hungarian)
+    raise ConfigError(f"alignment {settings.method!r} takes class ids from the segmenter; align() compares segments only")

@@ -54,6 +54,7 @@ class ColourClusterSegmenter:
     """
 
     reference_dependent = True
+    version = 1
 
     def __init__(
         self,

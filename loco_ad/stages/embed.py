@@ -30,6 +30,8 @@ class Dinov2Embedder:
       batch_size: images per forward pass.
     """
 
+    version = 1
+
     def __init__(self, model: Dinov2Model, patch_size: int = 14, device: str = "cpu", batch_size: int = 8) -> None:
         if model.config.patch_size != patch_size:
             raise ValueError(f"patch_size {patch_size} does not match the model's {model.config.patch_size}")

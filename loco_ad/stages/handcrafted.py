@@ -63,6 +63,8 @@ class HandcraftedEmbedder:
         tokens. 0 leaves the block out.
     """
 
+    version = 1
+
     def __init__(
         self,
         patch_size: int = 14,

@@ -36,6 +36,7 @@ class SamSegmenter:
     """
 
     reference_dependent = False
+    version = 1
 
     def __init__(
         self,
@@ -48,7 +49,14 @@ class SamSegmenter:
         box_nms_thresh: float = 0.7,
         crop_n_layers: int = 0,
     ) -> None:
+        self.model = model
+        self.points_per_side = points_per_side
         self.min_area = min_area
+        self.points_per_batch = points_per_batch
+        self.pred_iou_thresh = pred_iou_thresh
+        self.stability_score_thresh = stability_score_thresh
+        self.box_nms_thresh = box_nms_thresh
+        self.crop_n_layers = crop_n_layers
         self.generator = SamAutomaticMaskGenerator(
             model,
             points_per_side=points_per_side,

@@ -1,0 +1,65 @@
+"""The automatic verdict threshold: its rules by hand, its units, and a lone variant among the references."""
+
+from __future__ import annotations
+
+import typing
+
+import numpy as np
+import pytest
+
+from loco_ad.config import EnsembleConfig, apply_overrides, get_preset
+from loco_ad.pipeline import Pipeline
+from loco_ad.threshold import RULES, auto_threshold, threshold_from
+from tests.scenes import make_scene
+
+SIZE = (112, 168)
+
+
+def test_rules_by_hand() -> None:
+    scores = [1.0, 2.0, 6.0]
+    assert threshold_from(scores, 3, "max") == 6.0
+    assert threshold_from(scores, 3, "median") == 2.0
+    assert threshold_from(scores, 3, "mean") == 3.0
+    assert threshold_from(scores, 3, "mean_std") == pytest.approx(3.0 + np.std(scores))
+    value, words = auto_threshold(scores, 3, "median")
+    assert value == 2.0 and "median" in words and "3 good references" in words
+    # k = 1: no leave-one-out scores; each normalised scorer is about 1 on the least typical good image
+    value, words = auto_threshold([], 3, "median")
+    assert value == 3.0 and "k = 1" in words
+
+
+def test_every_rule_the_config_offers_exists() -> None:
+    offered = typing.get_args(typing.get_type_hints(EnsembleConfig)["threshold_rule"])
+    assert set(offered) == set(RULES)
+
+
+@pytest.fixture(scope="module")
+def with_a_lone_variant() -> Pipeline:
+    """Four references, one of them a variant (its red part is green): its leave-one-out score is far above the others'."""
+    references = [make_scene("good", seed=seed, size=SIZE).rgb for seed in range(3)] + [make_scene("colour", seed=9, size=SIZE).rgb]
+    return Pipeline(get_preset("offline"), progress=False).fit(references)
+
+
+def test_a_lone_variant_does_not_hide_planted_anomalies(with_a_lone_variant: Pipeline) -> None:
+    pipeline = with_a_lone_variant
+    loo = pipeline.leave_one_out_scores()
+    assert max(loo) > 3 * np.median(loo)  # the variant is the least typical reference by far
+    rule = pipeline.config.ensemble.threshold_rule
+    threshold, _ = auto_threshold(loo, len(pipeline.config.ensemble.scorers), rule)
+    good = [pipeline.predict(make_scene("good", seed=seed, size=SIZE).rgb).score for seed in (40, 41)]
+    planted = {kind: pipeline.predict(make_scene(kind, seed=50, size=SIZE).rgb).score for kind in ("missing", "extra", "swap", "moved")}
+    assert max(good) < threshold, (good, threshold)
+    assert all(score > threshold for score in planted.values()), (planted, threshold)
+    # the largest leave-one-out score, the variant's, would have let most of them pass as good
+    assert sum(score > threshold_from(loo, 3, "max") for score in planted.values()) <= 2
+
+
+def test_threshold_and_test_scores_share_units(with_a_lone_variant: Pipeline) -> None:
+    """A multiplier scales test scores and leave-one-out scores alike, so the verdicts do not change."""
+    references = [make_scene("good", seed=seed, size=SIZE).rgb for seed in range(3)] + [make_scene("colour", seed=9, size=SIZE).rgb]
+    scaled = Pipeline(apply_overrides(get_preset("offline"), [f"ensemble.multipliers.{name}=5" for name in
+                                                               get_preset("offline").ensemble.scorers]), progress=False)
+    scaled.fit(references)
+    np.testing.assert_allclose(scaled.leave_one_out_scores(), 5 * np.asarray(with_a_lone_variant.leave_one_out_scores()), rtol=1e-6)
+    image = make_scene("moved", seed=50, size=SIZE).rgb
+    assert scaled.predict(image).score == pytest.approx(5 * with_a_lone_variant.predict(image).score, rel=1e-6)
