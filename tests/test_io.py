@@ -54,7 +54,11 @@ def test_experiments_refuse_an_unwritable_output_folder_first(script, folder_opt
     (tmp_path / "file").write_text("")
     out = tmp_path / "file" / "out"
     # the data root does not exist either: the output folder is checked first
-    options = ["--presets", "offline"] if script == "benchmark" else ["--data-root", str(tmp_path / "no_data"), "--preset", "offline", "--no-cache"]
+    options = ["--data-root", str(tmp_path / "no_data"), "--preset", "offline", "--no-cache"]
+    if script == "benchmark":
+        options = ["--presets", "offline"]
+    elif folder_option == "--package":  # --package takes no evaluation option
+        options = ["--preset", "offline"]
     assert main([*options, folder_option, str(out)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "\n" not in err and f"{folder_option} folder {out}" in err
