@@ -346,7 +346,9 @@ def write_package(fork: Path, preset: str) -> Path:
     carried = fork / CARRIED
     staging = carried.with_name(f".{carried.name}.tmp")
     shutil.rmtree(staging, ignore_errors=True)
-    shutil.copytree(REPOSITORY / "loco_ad", staging / "loco_ad", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    # no bytecode, and not the bundled sample (MVTec LOCO images under CC BY-NC-SA 4.0, which a submission does not use)
+    ignored = shutil.ignore_patterns("__pycache__", "*.pyc", "sample_data")
+    shutil.copytree(REPOSITORY / "loco_ad", staging / "loco_ad", ignore=ignored)
     write_atomic(staging / "pyproject.toml", carried_pyproject())
     shutil.rmtree(carried, ignore_errors=True)
     staging.rename(carried)

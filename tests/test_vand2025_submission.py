@@ -61,7 +61,7 @@ def test_package_makes_the_fork_a_submission(tmp_path: Path, capsys: pytest.Capt
     # the carried loco_ad: this repository's package and dependencies, no bytecode
     carried = fork / CARRIED
     assert (carried / "loco_ad" / "data.py").read_bytes() == (REPOSITORY / "loco_ad" / "data.py").read_bytes()
-    assert not list(carried.rglob("__pycache__"))
+    assert not list(carried.rglob("__pycache__")) and not (carried / "loco_ad" / "sample_data").exists()
     own = tomllib.loads((REPOSITORY / "pyproject.toml").read_text())["project"]
     assert tomllib.loads((carried / "pyproject.toml").read_text())["project"]["dependencies"] == own["dependencies"]
     # the fork's pyproject.toml: the two entries added, every original line kept
