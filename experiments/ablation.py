@@ -31,13 +31,12 @@ from loco_ad.cli import (
     add_evaluation_arguments,
     add_pipeline_arguments,
     config_from_args,
-    data_root_or_sample,
+    datasets_from_args,
     pipeline_from_args,
     printed_config,
     run_main,
 )
 from loco_ad.config import ALL_SCORERS, DEFAULT_SCORERS, parse_scorers
-from loco_ad.data import load_category, resolve_categories
 from loco_ad.io import check_output_dir, write_atomic, write_csv
 from loco_ad.metrics import image_metrics
 
@@ -186,8 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         if printed_config(args, config):
             return 0
         check_output_dir(args.out, "--out folder")
-        root = data_root_or_sample(args.data_root)
-        datasets = [load_category(root, name) for name in resolve_categories(root, args.category)]
+        _, datasets = datasets_from_args(args)
         pipeline = pipeline_from_args(args, config)
         subsets = ablation_subsets(pool)
         start = time.perf_counter()

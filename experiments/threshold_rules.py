@@ -25,8 +25,16 @@ from pathlib import Path
 
 import numpy as np
 
-from loco_ad.cli import add_evaluation_arguments, add_pipeline_arguments, config_from_args, pipeline_from_args, printed_config, run_main
-from loco_ad.data import Sample, data_root, list_images, load_category, resolve_categories
+from loco_ad.cli import (
+    add_evaluation_arguments,
+    add_pipeline_arguments,
+    config_from_args,
+    datasets_from_args,
+    pipeline_from_args,
+    printed_config,
+    run_main,
+)
+from loco_ad.data import Sample, list_images
 from loco_ad.io import check_output_dir, write_csv
 from loco_ad.metrics import f1_max
 from loco_ad.threshold import RULES, threshold_from
@@ -63,9 +71,8 @@ def main(argv: list[str] | None = None) -> int:
         check_output_dir(args.out, "--out folder")
         from loco_ad.evaluate import evaluate
 
-        root = data_root(args.data_root)
+        _, datasets = datasets_from_args(args)
         extra = [Sample(path, 0, "good") for path in list_images(args.extra_good)] if args.extra_good else []
-        datasets = [load_category(root, name) for name in resolve_categories(root, args.category)]
         datasets = [dataclasses.replace(data, test=data.test + extra) for data in datasets]
         rows: list[dict] = []
 

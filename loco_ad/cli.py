@@ -21,7 +21,16 @@ from loco_ad.config import (
     get_preset,
     parse_scorers,
 )
-from loco_ad.data import DATA_ENV, DEFAULT_SEEDS, DEFAULT_SHOTS, SAMPLE_ROOT, data_root
+from loco_ad.data import (
+    DATA_ENV,
+    DEFAULT_SEEDS,
+    DEFAULT_SHOTS,
+    SAMPLE_ROOT,
+    CategoryData,
+    data_root,
+    load_category,
+    resolve_categories,
+)
 from loco_ad.errors import LocoAdError
 
 
@@ -96,6 +105,12 @@ def data_root_or_sample(value: str | None) -> Path:
               "(a few MVTec LOCO juice_bottle images, CC BY-NC-SA 4.0)", file=sys.stderr)
         return SAMPLE_ROOT
     return data_root(value)
+
+
+def datasets_from_args(args: argparse.Namespace) -> tuple[Path, list[CategoryData]]:
+    """The data root of --data-root (or the sample, see ``data_root_or_sample``) and its --category datasets, listed."""
+    root = data_root_or_sample(args.data_root)
+    return root, [load_category(root, name) for name in resolve_categories(root, args.category)]
 
 
 def config_from_args(args: argparse.Namespace, input_size: tuple[int, int] | None = None) -> PipelineConfig:

@@ -31,7 +31,6 @@ from loco_ad.cli import add_pipeline_arguments, config_from_args, pipeline_from_
 from loco_ad.data import list_images, read_image
 from loco_ad.errors import DataError, ImageReadError
 from loco_ad.io import check_output_dir
-from loco_ad.threshold import auto_threshold
 from loco_ad.report import (
     ReportItem,
     ReportMeta,
@@ -41,6 +40,7 @@ from loco_ad.report import (
     write_overlays,
     write_results,
 )
+from loco_ad.threshold import auto_threshold
 
 BATCH = 8  # images read and handed to the pipeline at once
 TOP = 5  # anomalies listed in the printed summary

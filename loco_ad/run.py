@@ -24,19 +24,19 @@ from pathlib import Path
 import numpy as np
 
 from loco_ad.analysis import Prediction
-from loco_ad.config import PipelineConfig
-from loco_ad.core import Detector
 from loco_ad.cli import (
     add_evaluation_arguments,
     add_pipeline_arguments,
     config_from_args,
-    data_root_or_sample,
+    datasets_from_args,
     pipeline_from_args,
     print_summary,
     printed_config,
     run_main,
 )
-from loco_ad.data import CategoryData, load_category, read_mask, resolve_categories
+from loco_ad.config import PipelineConfig
+from loco_ad.core import Detector
+from loco_ad.data import CategoryData, read_mask
 from loco_ad.io import check_output_dir, write_csv, write_json
 from loco_ad.report import ReportItem, ReportMeta, remove_report_folders, write_image_report
 from loco_ad.threshold import auto_threshold
@@ -126,8 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         check_output_dir(args.out, "--out folder")
         from loco_ad.evaluate import evaluate
 
-        root = data_root_or_sample(args.data_root)
-        datasets = [load_category(root, name) for name in resolve_categories(root, args.category)]
+        root, datasets = datasets_from_args(args)
         pipeline = pipeline_from_args(args, config)
         report = EvaluationReport(config, seed=args.seeds[0], k=max(args.shots)) if args.report else None
         result = evaluate(pipeline, datasets, args.seeds, args.shots, pixel=not args.no_pixel, on_predictions=report)

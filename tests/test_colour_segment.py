@@ -15,7 +15,6 @@ from loco_ad.stages.colour_segment import ColourClusterSegmenter
 from tests.scenes import make_scene
 
 
-
 @pytest.fixture(scope="module")
 def segmenter() -> ColourClusterSegmenter:
     return ColourClusterSegmenter().fit([make_scene(seed=s).rgb for s in range(3)])

@@ -4,10 +4,10 @@ official evaluator (pinned in ``shared/vand2025_challenge``) run on a generated 
 from __future__ import annotations
 
 import csv
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 import torch
 
 from experiments.vand2025 import CARRIED, REPOSITORY, SOURCE_LINE, challenge_tensor, declare_loco_ad, main

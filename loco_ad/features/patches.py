@@ -21,6 +21,7 @@ import numpy as np
 from loco_ad.analysis import ImageAnalysis, Score
 from loco_ad.errors import DataError
 
+
 class _PatchBank:
     """A cosine kNN memory bank of L2-normalised patch features.
 
