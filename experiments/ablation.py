@@ -9,7 +9,10 @@ image is analysed and each scorer fitted once per (seed, k). A scorer's column
 in the scores is its normalised contribution (raw score / its own leave-one-out
 weight), and the weights of different scorers do not depend on each other, so
 the ensemble score of any subset is the sum of its members' columns — exactly
-what a run with only that subset enabled would give.
+what a run with only that subset enabled would give. Every subset is summed at
+every k, so at k = 1 the ``default`` row is the default scorers' sum, not a
+preset's ``ensemble.single_reference_scorers`` (the offline preset's k = 1
+default is the ``foreground`` row).
 
 Writes OUT/ablation.csv (one row per subset, category, seed and k),
 OUT/ablation.md (means over seeds and categories, subsets as rows, k as

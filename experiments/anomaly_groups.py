@@ -30,7 +30,7 @@ from loco_ad.errors import DataError
 
 
 def group_aurocs(rows: list[dict], groups: dict[str, str], columns: list[str]) -> dict[str, dict[str, float]]:
-    """group → column → AUROC of that group against the good images, averaged over (category, seed, k).
+    """group → column → AUROC of that group against the good images, averaged over the (category, seed, k) that have the column.
 
     Arguments:
       rows: scores.csv rows (``label`` 0 good / 1 anomalous, ``file`` and the score columns).
@@ -49,8 +49,10 @@ def group_aurocs(rows: list[dict], groups: dict[str, str], columns: list[str]) -
                 continue
             labels = [0] * len(good) + [1] * len(members)
             for column in columns:
-                scores = [float(row[column]) for row in good + members]
-                values[name][column].append(roc_auc_score(labels, scores))
+                cells = [row[column] for row in good + members]
+                if "" in cells:  # a scorer not summed in this run (k = 1 with ensemble.single_reference_scorers)
+                    continue
+                values[name][column].append(roc_auc_score(labels, [float(cell) for cell in cells]))
     return {name: {c: float(np.mean(v)) for c, v in by_column.items()} for name, by_column in values.items()}
 
 

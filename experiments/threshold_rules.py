@@ -79,9 +79,9 @@ def main(argv: list[str] | None = None) -> int:
         def judge(data, seed, k, predictions, detector) -> None:
             labels = np.array([sample.label for sample in data.test])
             scores = np.array([prediction.score for prediction in predictions])
-            loo, n_scorers = detector.leave_one_out_scores(), len(detector.scorer_names)
+            loo, at_weights = detector.leave_one_out_scores(), detector.value_at_weights()
             for rule in RULES:
-                threshold = threshold_from(loo, n_scorers, rule)
+                threshold = threshold_from(loo, at_weights, rule)
                 rows.append({"rule": rule, "category": data.name, "seed": seed, "k_shot": k, "threshold": threshold,
                              **verdict_metrics(labels, scores, threshold), "f1_max": f1_max(labels, scores)})
 

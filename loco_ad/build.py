@@ -131,5 +131,9 @@ def build_detector(config: PipelineConfig, gpu: bool = False) -> Detector:
         multipliers=ensemble.multipliers.as_dict(),
         fallback_scales=ensemble.fallback_scales.as_dict(),
         weight_floor_fraction=ensemble.weight_floor_fraction,
+        combination=ensemble.combination,
+        log_offset=ensemble.log_offset,
+        cap=ensemble.cap,
+        single_reference_scorers=ensemble.single_reference_scorers,
         uses_gpu=gpu,
     )

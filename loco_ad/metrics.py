@@ -64,18 +64,38 @@ def f1_max(labels: Sequence[int] | np.ndarray, scores: Sequence[float] | np.ndar
     Raises:
       ValueError: a score is NaN or infinite, a label is not 0 or 1, or the lengths differ.
     """
+    return auroc_and_f1_max(labels, scores)[1]
+
+
+def auroc_and_f1_max(
+    labels: Sequence[int] | np.ndarray, scores: Sequence[float] | np.ndarray, negative_weight: float = 1.0
+) -> tuple[float, float]:
+    """Image AUROC and F1-max together (see ``f1_max``), optionally with good images reweighted.
+
+    Arguments:
+      labels: 0 (good) or 1 (anomalous) per image.
+      scores: anomaly score per image; finite.
+      negative_weight: how many images each good image stands for in the F1's
+        false positives, to read the F1-max of a test set with another
+        good:anomalous ratio (F1 depends on the ratio, AUROC does not).
+    Returns:
+      (AUROC, F1-max); NaN unless both classes occur.
+    Raises:
+      ValueError: as ``f1_max``.
+    """
     scores = _finite(np.ravel(scores), "scores")
-    return _auroc_and_f1_max(_binary(labels, scores.size), scores)[1]
+    return _auroc_and_f1_max(_binary(labels, scores.size), scores, negative_weight)
 
 
-def _auroc_and_f1_max(labels: np.ndarray, scores: np.ndarray) -> tuple[float, float]:
+def _auroc_and_f1_max(labels: np.ndarray, scores: np.ndarray, negative_weight: float = 1.0) -> tuple[float, float]:
     """AUROC and F1-max of 1-d bool ``labels`` against ``scores``, from one sort of the scores.
 
     Every distinct score is a threshold and a sample is flagged when its score
     is at or above it, as in scikit-learn's ``roc_curve`` and
     ``precision_recall_curve``, whose results these equal (without their input
     checks, which dominate the time of the many small image-level calls of an
-    ablation). Both are NaN unless positive and negative samples occur.
+    ablation). Each negative counts ``negative_weight`` times in the F1's false
+    positives. Both are NaN unless positive and negative samples occur.
     """
     if not _two_classes(labels):
         return math.nan, math.nan
@@ -86,7 +106,7 @@ def _auroc_and_f1_max(labels: np.ndarray, scores: np.ndarray) -> tuple[float, fl
     false_positives = last_of_each_score + 1 - true_positives
     positives, negatives = true_positives[-1], false_positives[-1]
     auroc = trapezoid(np.append(0, true_positives / positives), np.append(0, false_positives / negatives))
-    f1 = 2 * true_positives / (true_positives + false_positives + positives)
+    f1 = 2 * true_positives / (true_positives + negative_weight * false_positives + positives)
     return float(auroc), float(f1.max())
 
 

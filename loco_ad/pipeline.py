@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Sequence, Union
+from typing import Callable, Sequence, TypeVar, Union
 
 import cv2
 import numpy as np
@@ -39,6 +39,7 @@ from loco_ad.stages.cielab import rgb_to_lab
 logger = logging.getLogger(__name__)
 
 ImageInput = Union[str, os.PathLike, np.ndarray]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -277,6 +278,22 @@ class Pipeline:
         Returns:
           self.
         """
+        self.analyse_references(images)
+        self.detector = build_detector(self.config, gpu=banks_on_gpu(self.device)).fit(self.references)
+        return self
+
+    def analyse_references(self, images: Sequence[ImageInput]) -> list[ImageAnalysis]:
+        """The first half of ``fit``: analyse good images as the references (``self.references``), fit no scorer.
+
+        A reference-dependent segmenter is fitted on them. Experiments that try
+        many scorer settings on the same analyses (``experiments/cross_validate.py``)
+        call this and ``analyse_many``, then build their own detectors.
+
+        Arguments:
+          images: one or more good images (paths or arrays).
+        Returns:
+          the references' analyses.
+        """
         if len(_image_list(images)) == 0:
             raise DataError("fit needs at least one good image")
         prepared = self.prepare_many(images)
@@ -284,8 +301,8 @@ class Pipeline:
             self.segmenter.fit([p.rgb for p in prepared])
         canonical = self._analyse(prepared[0], None)
         self.references = [canonical] + [self._analyse(image, canonical) for image in prepared[1:]]
-        self.detector = build_detector(self.config, gpu=banks_on_gpu(self.device)).fit(self.references)
-        return self
+        self.detector = None
+        return self.references
 
     def _fitted_detector(self) -> Detector:
         if self.detector is None:
@@ -301,12 +318,25 @@ class Pipeline:
     ) -> list[Prediction]:
         """Score several images, their model work batched (``remember`` as in ``prepare_many``)."""
         detector = self._fitted_detector()
+        # one thread when the patch banks are faiss GPU indexes, which are not thread-safe
+        return self._map_analysed(images, detector.score, progress, remember, threads=not detector.uses_gpu)
+
+    def analyse_many(self, images: Sequence[ImageInput], progress: bool | None = None) -> list[ImageAnalysis]:
+        """Analyses of images aligned to the references of the last ``fit`` or ``analyse_references``."""
+        if not self.references:
+            raise RuntimeError("call Pipeline.fit or analyse_references with good images before analysing others")
+        return self._map_analysed(images, lambda analysis: analysis, progress, remember=True, threads=True)
+
+    def _map_analysed(
+        self, images: Sequence[ImageInput], function: Callable[[ImageAnalysis], T], progress: bool | None, remember: bool,
+        threads: bool,
+    ) -> list[T]:
+        """``function`` of each image's analysis, in order; an analysis is dropped once ``function`` has seen it."""
         prepared = self.prepare_many(images, progress, remember)
         canonical = self.references[0]
-        # Alignment and scoring spend their time in OpenCV, NumPy, scikit-learn and faiss, which release the GIL;
-        # one thread when the patch banks are faiss GPU indexes, which are not thread-safe.
-        with ThreadPoolExecutor(max_workers=1 if detector.uses_gpu else os.cpu_count()) as pool:
-            return list(pool.map(lambda image: detector.score(self._analyse(image, canonical)), prepared))
+        # Alignment and scoring spend their time in OpenCV, NumPy, scikit-learn and faiss, which release the GIL.
+        with ThreadPoolExecutor(max_workers=os.cpu_count() if threads else 1) as pool:
+            return list(pool.map(lambda image: function(self._analyse(image, canonical)), prepared))
 
     def leave_one_out_scores(self) -> list[float]:
         """Score of each reference when left out of the fit, in the units of test scores (empty for k = 1)."""

@@ -95,7 +95,7 @@ def _score(
     """
     names = [path.relative_to(root).as_posix() for path in paths]
     stems = dict(zip(names, overlay_stems(names)))
-    colour_range = map_colour_range(pipeline.config.ensemble.scorers)
+    colour_range = map_colour_range(pipeline.detector.scorer_names)
     items: list[ReportItem] = []
     pictures: dict[str, dict[str, str]] = {}
     with tqdm(total=len(paths), desc="scoring", unit="img", disable=not pipeline.progress) as bar:
@@ -157,16 +157,16 @@ def run(args: argparse.Namespace) -> int:
         pipeline.fit(good)
     except ImageReadError as error:
         raise DataError(f"good image {error.path} cannot be read ({error.reason}); fix or remove it") from None
-    scorers = config.ensemble.scorers
+    detector = pipeline.detector
     if args.threshold is None:
-        threshold, rule = auto_threshold(pipeline.leave_one_out_scores(), len(scorers), config.ensemble.threshold_rule)
+        threshold, rule = auto_threshold(detector.leave_one_out_scores(), detector.value_at_weights(), config.ensemble.threshold_rule)
     else:
         threshold, rule = args.threshold, "given with --threshold"
     items, pictures = _score(pipeline, images, args.images, threshold, args.out)
     meta = ReportMeta(
         preset=config.name,
         k=len(good),
-        scorers=scorers,
+        scorers=detector.scorer_names,
         weights=pipeline.weights,
         used_fallback=pipeline.used_fallback,
         threshold=threshold,

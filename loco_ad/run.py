@@ -75,8 +75,9 @@ class EvaluationReport:
     def __call__(self, data: CategoryData, seed: int, k: int, predictions: list[Prediction], detector: Detector) -> None:
         if (seed, k) != (self.seed, self.k):
             return
-        scorers = detector.scorer_names
-        threshold, rule = auto_threshold(detector.leave_one_out_scores(), len(scorers), self.config.ensemble.threshold_rule)
+        threshold, rule = auto_threshold(
+            detector.leave_one_out_scores(), detector.value_at_weights(), self.config.ensemble.threshold_rule
+        )
         items = [
             ReportItem(
                 name=str(sample.path.relative_to(data.root / "test")),
@@ -88,7 +89,7 @@ class EvaluationReport:
             for sample, prediction in zip(data.test, predictions)
         ]
         meta = ReportMeta(
-            preset=self.config.name, k=k, scorers=scorers, weights=detector.weights,
+            preset=self.config.name, k=k, scorers=detector.scorer_names, weights=detector.weights,
             used_fallback=detector.used_fallback, threshold=threshold, threshold_rule=rule,
             title=f"loco_ad evaluation: {data.name}", extra={"category": data.name, "seed": seed},
         )

@@ -26,26 +26,28 @@ RULE_WORDS: dict[str, str] = {
 }
 
 
-def threshold_from(loo_scores: Sequence[float], n_scorers: int, rule: str) -> float:
+def threshold_from(loo_scores: Sequence[float], at_weights: float, rule: str) -> float:
     """The threshold ``rule`` gives for these leave-one-out scores.
 
     Arguments:
       loo_scores: the references' leave-one-out scores (empty for k = 1).
-      n_scorers: number of enabled scorers; with no leave-one-out score (k = 1)
-        the threshold is this number, as each normalised scorer is about 1 on the
-        least typical good image (its weight, or the fallback scale, is that score).
+      at_weights: the score of an image on which every scorer scores its weight
+        (``Detector.value_at_weights``; the number of scorers for the plain sum).
+        With no leave-one-out score (k = 1) it is the threshold, as each scorer's
+        weight (there the fallback scale) is about its score on the least typical
+        good image.
       rule: a key of ``RULES``.
     Returns:
       the threshold.
     """
     if len(loo_scores) == 0:
-        return float(n_scorers)
+        return float(at_weights)
     return RULES[rule](np.asarray(loo_scores, dtype=np.float64))
 
 
-def auto_threshold(loo_scores: Sequence[float], n_scorers: int, rule: str) -> tuple[float, str]:
+def auto_threshold(loo_scores: Sequence[float], at_weights: float, rule: str) -> tuple[float, str]:
     """``threshold_from`` and a sentence saying how the threshold was chosen, for reports."""
-    value = threshold_from(loo_scores, n_scorers, rule)
+    value = threshold_from(loo_scores, at_weights, rule)
     if len(loo_scores) == 0:
-        return value, f"auto: k = 1, no leave-one-out scores; number of scorers ({n_scorers})"
+        return value, f"auto: k = 1, no leave-one-out scores; every scorer at its fallback scale ({value:.4g})"
     return value, f"auto: {RULE_WORDS[rule]} of the {len(loo_scores)} good references"

@@ -5,7 +5,7 @@ distance of pixel shares, ...). The weight of a scorer is the largest score it
 gives a good image it has not seen: fit on k − 1 references, score the one left
 out, for each of the k references. A test score divided by this weight is about
 1 for an image as unusual as the most unusual reference, so the scorers can be
-summed (``loco_ad.core.Detector``).
+combined (``loco_ad.core.Detector``).
 """
 
 from __future__ import annotations

@@ -43,3 +43,13 @@ def test_cli_prints_table_and_rejects_missing_file(tmp_path: Path, capsys) -> No
     assert lines[2] == "| a | 0.50 | 0.75 |"
     assert main(["--scores", str(tmp_path / "missing.csv"), "--groups", str(groups)]) == 2
     assert "cannot read" in capsys.readouterr().err
+
+
+def test_a_column_left_blank_in_a_run_is_averaged_over_the_other_runs() -> None:
+    rows = scores_rows()
+    for row in rows:
+        if row["seed"] == 1:
+            row["histogram"] = ""  # not summed in that run (k = 1 with single_reference_scorers)
+    table = group_aurocs(rows, {"a1": "a", "a2": "a"}, ["histogram", "score"])
+    assert table["a"]["histogram"] == pytest.approx(0.75)  # seed 0 alone
+    assert table["a"]["score"] == pytest.approx(0.75)

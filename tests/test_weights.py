@@ -11,7 +11,7 @@ from loco_ad.analysis import Score
 from loco_ad.build import build_detector, build_scorer
 from loco_ad.config import ALL_SCORERS, get_preset
 from loco_ad.core import Detector
-from loco_ad.errors import DataError
+from loco_ad.errors import ConfigError, DataError
 from loco_ad.weights import leave_one_out_raw_scores, leave_one_out_weight
 from tests.analyses import analysis_from_scene
 from tests.scenes import make_scene
@@ -86,7 +86,7 @@ def test_detector_sums_normalised_scores(references) -> None:
     names = ("class_agnostic", "foreground", "histogram", "location")
     config = CONFIG.with_scorers(names)
     multipliers = dataclasses.replace(config.ensemble.multipliers, location=0.5)
-    detector = _detector(names, multipliers=multipliers).fit(references)
+    detector = _detector(names, multipliers=multipliers, combination="sum", cap=None).fit(references)
     assert not detector.used_fallback
     for name in names:
         floor = CONFIG.ensemble.weight_floor_fraction * FALLBACK[name]
@@ -105,22 +105,45 @@ def test_detector_sums_normalised_scores(references) -> None:
     np.testing.assert_allclose(result.map, expected_map, rtol=1e-5)
 
 
-def test_leave_one_out_scores_are_in_the_units_of_test_scores(references) -> None:
+@pytest.mark.parametrize("combination", ["sum", "log"])
+def test_leave_one_out_scores_are_in_the_units_of_test_scores(references, combination) -> None:
     """A reference's leave-one-out score is the score it gets from the others' scorers, divided by the FULL weights."""
     names = ("class_agnostic", "histogram", "colour")
     config = CONFIG.with_scorers(names)
     multipliers = dataclasses.replace(config.ensemble.multipliers, colour=2.0)
-    detector = _detector(names, multipliers=multipliers).fit(references)
+    detector = _detector(names, multipliers=multipliers, combination=combination, cap=None).fit(references)
     scores = detector.leave_one_out_scores()
     assert len(scores) == len(references)
-    factor = {name: (2.0 if name == "colour" else 1.0) / detector.weights[name] for name in names}
+    multiplier = {name: 2.0 if name == "colour" else 1.0 for name in names}
+    combine = (lambda x: x) if combination == "sum" else (lambda x: np.log(x + CONFIG.ensemble.log_offset))
     for index, held_out in enumerate(references):
         others = _detector(names).fit(references[:index] + references[index + 1 :])
         raw = others.score(held_out).raw_scores  # the others' own weights do not matter: raw scores only
-        assert scores[index] == pytest.approx(sum(raw[name] * factor[name] for name in names))
-    # each scorer's largest normalised leave-one-out score is its multiplier, as its weight is that maximum
-    alone = _detector(("class_agnostic",)).fit(references)
-    assert max(alone.leave_one_out_scores()) == pytest.approx(1.0)
+        expected = sum(multiplier[name] * combine(raw[name] / detector.weights[name]) for name in names)
+        assert scores[index] == pytest.approx(expected)
+    # each scorer's largest normalised leave-one-out score is 1, as its weight is that maximum
+    alone = _detector(("class_agnostic",), combination=combination).fit(references)
+    assert max(alone.leave_one_out_scores()) == pytest.approx(combine(1.0))
+    assert alone.value_at_weights() == pytest.approx(combine(1.0))
+
+
+def test_log_combination_and_cap_by_hand(references) -> None:
+    plain = _detector(("histogram",), combination="sum", cap=None)
+    assert plain.contribution("histogram", 3.0, 2.0) == pytest.approx(1.5)
+    multipliers = dataclasses.replace(CONFIG.ensemble.multipliers, histogram=2.0)
+    log = _detector(("histogram",), multipliers=multipliers, combination="log", log_offset=0.1, cap=1.2)
+    assert log.contribution("histogram", 3.0, 2.0) == pytest.approx(2.0 * np.log(1.2 + 0.1))  # capped at 1.2
+    assert log.contribution("histogram", 1.0, 2.0) == pytest.approx(2.0 * np.log(0.5 + 0.1))
+    np.testing.assert_allclose(log.contribution("histogram", np.array([1.0, 3.0]), 2.0), 2.0 * np.log([0.6, 1.3]))
+    fitted = _detector(("class_agnostic", "histogram"), combination="log", cap=None).fit(references)
+    result = fitted.score(analysis_from_scene(make_scene("missing", seed=5)))
+    for name in ("class_agnostic", "histogram"):
+        assert result.scores[name] == pytest.approx(np.log(result.raw_scores[name] / fitted.weights[name] + 0.1))
+    assert plain.fit(references).value_at_weights() == 1.0
+    assert _detector(("histogram", "colour"), combination="sum").fit(references).value_at_weights() == 2.0
+    assert log.fit(references).value_at_weights() == pytest.approx(2.0 * np.log(1.1))
+    with pytest.raises(ConfigError):
+        Detector({"histogram": _make("histogram")}, combination="max")
 
 
 def test_detector_ranks_anomalies_above_good(references) -> None:
@@ -160,3 +183,18 @@ def test_detector_needs_references_and_a_fit() -> None:
         _detector(("histogram",)).fit([])
     with pytest.raises(RuntimeError):
         _detector(("histogram",)).score(analysis_from_scene(make_scene()))
+
+
+def test_single_reference_scorers_apply_only_at_k_1(references) -> None:
+    names = ("class_agnostic", "foreground", "histogram")
+    detector = _detector(names, single_reference_scorers=("foreground", "colour"))
+    assert detector.names_for(1) == ("foreground",) and detector.names_for(2) == names
+    detector.fit(references[:1])
+    assert detector.scorer_names == ("foreground",) and set(detector.weights) == {"foreground"}
+    result = detector.score(references[1])
+    assert set(result.scores) == {"foreground"} and result.score == pytest.approx(result.scores["foreground"])
+    assert detector.value_at_weights() == pytest.approx(np.log(1 + CONFIG.ensemble.log_offset))
+    assert detector.fit(references).scorer_names == names  # k >= 2: every enabled scorer
+    # none of the listed scorers enabled: all enabled scorers, as without the list
+    assert _detector(("histogram",), single_reference_scorers=("foreground",)).names_for(1) == ("histogram",)
+    assert CONFIG.ensemble.single_reference_scorers and not CONFIG.with_scorers(names).ensemble.single_reference_scorers
