@@ -22,27 +22,33 @@ def _two_classes(labels: np.ndarray) -> bool:
     return labels.size > 0 and 0 < int(labels.sum()) < labels.size
 
 
-def f1_max(labels: Sequence[int] | np.ndarray, scores: Sequence[float] | np.ndarray) -> float:
+def f1_max(
+    labels: Sequence[int] | np.ndarray, scores: Sequence[float] | np.ndarray, negative_weight: float = 1.0
+) -> float:
     """The best F1 score over all thresholds (the VAND 2025 image metric).
 
     Arguments:
       labels: 0 (good) or 1 (anomalous) per image.
       scores: anomaly score per image, higher = more anomalous.
+      negative_weight: how many images each good image stands for in the false
+        positives, e.g. to read the F1-max of a test set with another
+        good:anomalous ratio (F1 depends on the ratio, AUROC does not).
     Returns:
       max F1 over all thresholds (equal to the maximum along scikit-learn's
       precision-recall curve); NaN unless both classes occur.
     """
-    return _auroc_and_f1_max(np.asarray(labels) > 0, np.asarray(scores, dtype=np.float64))[1]
+    return auroc_and_f1_max(np.asarray(labels) > 0, np.asarray(scores, dtype=np.float64), negative_weight)[1]
 
 
-def _auroc_and_f1_max(labels: np.ndarray, scores: np.ndarray) -> tuple[float, float]:
+def auroc_and_f1_max(labels: np.ndarray, scores: np.ndarray, negative_weight: float = 1.0) -> tuple[float, float]:
     """AUROC and F1-max of 1-d bool ``labels`` against ``scores``, from one sort of the scores.
 
     Every distinct score is a threshold and a sample is flagged when its score
     is at or above it, as in scikit-learn's ``roc_curve`` and
     ``precision_recall_curve``, whose results these equal (without their input
     checks, which dominate the time of the many small image-level calls of an
-    ablation). Both are NaN unless positive and negative samples occur.
+    ablation). Each negative counts ``negative_weight`` times in the F1's false
+    positives. Both are NaN unless positive and negative samples occur.
     """
     if not _two_classes(labels):
         return math.nan, math.nan
@@ -53,7 +59,7 @@ def _auroc_and_f1_max(labels: np.ndarray, scores: np.ndarray) -> tuple[float, fl
     false_positives = last_of_each_score + 1 - true_positives
     positives, negatives = true_positives[-1], false_positives[-1]
     auroc = trapezoid(np.append(0, true_positives / positives), np.append(0, false_positives / negatives))
-    f1 = 2 * true_positives / (true_positives + false_positives + positives)
+    f1 = 2 * true_positives / (true_positives + negative_weight * false_positives + positives)
     return float(auroc), float(f1.max())
 
 
@@ -88,12 +94,12 @@ def image_metrics(
     types = np.asarray(anomaly_types)
     if not len(labels) == len(scores) == len(types):
         raise ValueError(f"got {len(labels)} labels, {len(scores)} scores and {len(types)} anomaly types")
-    result = dict(zip(("image_auroc", "image_score"), _auroc_and_f1_max(labels > 0, scores)))
+    result = dict(zip(("image_auroc", "image_score"), auroc_and_f1_max(labels > 0, scores)))
     if detailed:
         result["image_ap"] = _ap(labels, scores)
     for kind in IMAGE_TYPES:
         keep = (types == "good") | (types == kind)
-        auroc, f1 = _auroc_and_f1_max(labels[keep] > 0, scores[keep])
+        auroc, f1 = auroc_and_f1_max(labels[keep] > 0, scores[keep])
         result[f"{kind}_auroc"] = auroc
         if detailed:
             result[f"{kind}_ap"] = _ap(labels[keep], scores[keep])
@@ -117,7 +123,7 @@ def pixel_metrics(masks: Sequence[np.ndarray], maps: Sequence[np.ndarray]) -> tu
     _check_sizes(masks, maps)
     labels = np.concatenate([np.asarray(m).ravel() > 0 for m in masks])
     scores = np.concatenate([np.asarray(a).ravel() for a in maps])
-    return _auroc_and_f1_max(labels, scores)
+    return auroc_and_f1_max(labels, scores)
 
 
 def _check_sizes(masks: Sequence[np.ndarray], maps: Sequence[np.ndarray]) -> None:

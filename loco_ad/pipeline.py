@@ -302,6 +302,17 @@ class Pipeline:
         Returns:
           self.
         """
+        self.ensemble = Ensemble(self.config.scorers).fit(self.fit_references(images))
+        return self
+
+    def fit_references(self, images: Sequence[ImageInput]) -> list[ImageAnalysis]:
+        """The first half of ``fit``: analyse the good images as ``references``, without fitting the scorers.
+
+        Arguments:
+          images: one or more good images (paths or arrays).
+        Returns:
+          their analyses (also kept as ``self.references``).
+        """
         if len(images) == 0:
             raise DataError("fit needs at least one good image")
         prepared = self.prepare_many(images)
@@ -310,8 +321,15 @@ class Pipeline:
         self.references = []
         for image in prepared:
             self.references.append(self._analyse(image))
-        self.ensemble = Ensemble(self.config.scorers).fit(self.references)
-        return self
+        return self.references
+
+    def analyse_many(self, images: Sequence[ImageInput], progress: bool | None = None) -> list[ImageAnalysis]:
+        """Segment, align and embed images against the references of the last ``fit`` / ``fit_references``."""
+        if not self.references:
+            raise RuntimeError("call Pipeline.fit_references with good images before analysing others")
+        prepared = self.prepare_many(images, progress)
+        with ThreadPoolExecutor(max_workers=os.cpu_count()) as pool:
+            return list(pool.map(self._analyse, prepared))
 
     def _fitted_ensemble(self) -> Ensemble:
         if self.ensemble is None:

@@ -6,6 +6,11 @@ gives a good image it has not seen: fit on k − 1 references, score the one lef
 out, for each of the k references. A test score divided by this weight is about
 1 for an image as unusual as the most unusual reference, so the scorers can be
 summed.
+
+``Ensemble(combination="log")`` sums log(score / weight + offset) instead: the
+log of a product of the normalised scores, so that one scorer that explodes
+on an image (a composition scorer on a good image of a variant no reference
+shows) weighs less against the others than in the plain sum.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 
 from loco_ad.analysis import ImageAnalysis, Scorer
-from loco_ad.errors import DataError
+from loco_ad.errors import ConfigError, DataError
 from loco_ad.features import make_scorer
 
 # Scales used instead of leave-one-out weights when k = 1 (nothing to leave
@@ -49,19 +54,17 @@ FALLBACK_SCALES: dict[str, float] = {
 WEIGHT_FLOOR_FRACTION = 0.01
 
 
-def leave_one_out_weight(make: Callable[[], Scorer], references: Sequence[ImageAnalysis]) -> float:
-    """The leave-one-out weight of a scorer.
+def leave_one_out_scores(make: Callable[[], Scorer], references: Sequence[ImageAnalysis]) -> list[float]:
+    """The k leave-one-out scores of a scorer.
 
     For each of the k references, fits a fresh scorer on the other k − 1 and
-    scores the left-out one; the weight is the largest of the k scores, floored
-    at ``WEIGHT_FLOOR_FRACTION`` × the scorer's ``FALLBACK_SCALES`` entry (1 for a
-    scorer without one).
+    scores the left-out one.
 
     Arguments:
       make: returns a new, unfitted scorer each time it is called.
       references: the k ≥ 2 good reference images.
     Returns:
-      the weight, > 0.
+      the k scores, in reference order.
     """
     if len(references) < 2:
         raise DataError("leave-one-out weights need at least two reference images; use FALLBACK_SCALES for k = 1")
@@ -69,8 +72,37 @@ def leave_one_out_weight(make: Callable[[], Scorer], references: Sequence[ImageA
     for left_out in range(len(references)):
         scorer = make().fit([r for i, r in enumerate(references) if i != left_out])
         scores.append(scorer.score(references[left_out]).value)
-    floor = WEIGHT_FLOOR_FRACTION * FALLBACK_SCALES.get(scorer.name, 1.0)
-    return max(max(scores), floor)
+    return scores
+
+
+def leave_one_out_weight(make: Callable[[], Scorer], references: Sequence[ImageAnalysis]) -> float:
+    """The leave-one-out weight of a scorer: ``scorer_weight`` of its ``leave_one_out_scores``.
+
+    Arguments:
+      make: returns a new, unfitted scorer each time it is called.
+      references: the k ≥ 2 good reference images.
+    Returns:
+      the weight, > 0.
+    """
+    return scorer_weight(make().name, leave_one_out_scores(make, references))
+
+
+def scorer_weight(name: str, scores: Sequence[float]) -> float:
+    """The weight of a scorer from its leave-one-out scores.
+
+    The largest score, floored at ``WEIGHT_FLOOR_FRACTION`` × the scorer's
+    ``FALLBACK_SCALES`` entry (1 for a scorer without one); with no score
+    (k = 1) the ``FALLBACK_SCALES`` entry itself.
+
+    Arguments:
+      name: the scorer id.
+      scores: its leave-one-out scores (empty for k = 1).
+    Returns:
+      the weight, > 0.
+    """
+    if len(scores) == 0:
+        return FALLBACK_SCALES[name]
+    return max(max(scores), WEIGHT_FLOOR_FRACTION * FALLBACK_SCALES.get(name, 1.0))
 
 
 @dataclass(frozen=True)
@@ -78,10 +110,10 @@ class EnsembleScore:
     """The ensemble's verdict on one image.
 
     Arguments:
-      value: sum of the normalised scorer scores.
+      value: sum of the scorers' contributions.
       map: H×W float32 sum of the patch scorers' maps, each divided by its weight
         and times its multiplier; None when no enabled scorer has a map.
-      scores: per scorer, its contribution to ``value`` (raw / weight × multiplier).
+      scores: per scorer, its contribution to ``value`` (``Ensemble.contribution``).
       raw_scores: per scorer, the raw score.
     """
 
@@ -96,8 +128,11 @@ class Ensemble:
 
     Arguments:
       scorer_names: scorer ids (see ``loco_ad.features.SCORERS``).
-      multipliers: optional per-scorer factor on the normalised score (default 1).
+      multipliers: optional per-scorer factor on the contribution (default 1).
       scorer_params: optional per-scorer constructor keyword arguments.
+      combination: ``"sum"`` (the design's: a scorer contributes raw / weight)
+        or ``"log"`` (it contributes log(raw / weight + log_offset)).
+      log_offset: keeps a score of 0 finite in ``"log"`` mode.
     """
 
     def __init__(
@@ -105,10 +140,16 @@ class Ensemble:
         scorer_names: Sequence[str],
         multipliers: Mapping[str, float] | None = None,
         scorer_params: Mapping[str, Mapping[str, object]] | None = None,
+        combination: str = "sum",
+        log_offset: float = 0.1,
     ) -> None:
+        if combination not in ("sum", "log"):
+            raise ConfigError(f"unknown combination {combination!r}; choose sum or log")
         self.scorer_names = tuple(scorer_names)
         self.multipliers = dict(multipliers or {})
         self.scorer_params = {name: dict(params) for name, params in (scorer_params or {}).items()}
+        self.combination = combination
+        self.log_offset = log_offset
 
     def _make(self, name: str) -> Scorer:
         return make_scorer(name, **self.scorer_params.get(name, {}))
@@ -123,22 +164,31 @@ class Ensemble:
             raise DataError("the ensemble needs at least one reference image; give one or more good images")
         self.scorers_ = {name: self._make(name).fit(references) for name in self.scorer_names}
         self.used_fallback = len(references) == 1
-        if self.used_fallback:
-            self.weights = {name: FALLBACK_SCALES[name] for name in self.scorer_names}
-        else:
-            self.weights = {
-                name: leave_one_out_weight(lambda name=name: self._make(name), references) for name in self.scorer_names
-            }
+        self.weights = {
+            name: self.weight(name, [] if self.used_fallback else leave_one_out_scores(lambda name=name: self._make(name), references))
+            for name in self.scorer_names
+        }
         return self
 
+    def weight(self, name: str, scores: Sequence[float]) -> float:
+        """The weight of scorer ``name`` from its leave-one-out scores (empty for k = 1; see ``scorer_weight``)."""
+        return scorer_weight(name, scores)
+
+    def contribution(self, name: str, raw: float | np.ndarray, weight: float) -> float | np.ndarray:
+        """What scorer ``name`` adds to the ensemble score for a raw score (or an array of them) and its weight."""
+        normalised = np.asarray(raw) / weight
+        if self.combination == "log":
+            normalised = np.log(normalised + self.log_offset)
+        return self.multipliers.get(name, 1.0) * normalised
+
     def score(self, image: ImageAnalysis) -> EnsembleScore:
-        """Score one image with every scorer and sum the normalised scores and maps."""
+        """Score one image with every scorer; the value sums the contributions, the map the maps divided by the weights."""
         raw_scores, scores, anomaly_map = {}, {}, None
         for name, scorer in self.scorers_.items():
             raw = scorer.score(image)
             factor = self.multipliers.get(name, 1.0) / self.weights[name]
             raw_scores[name] = raw.value
-            scores[name] = raw.value * factor
+            scores[name] = float(self.contribution(name, raw.value, self.weights[name]))
             if raw.map is not None:
                 anomaly_map = raw.map * factor if anomaly_map is None else anomaly_map + raw.map * factor
         return EnsembleScore(float(sum(scores.values())), anomaly_map, scores, raw_scores)

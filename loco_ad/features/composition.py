@@ -35,7 +35,7 @@ def _class_means(values: np.ndarray, labels: np.ndarray, n_classes: int) -> np.n
         return sums / counts
 
 
-def _class_shares(image: ImageAnalysis, n_classes: int) -> np.ndarray:
+def class_shares(image: ImageAnalysis, n_classes: int) -> np.ndarray:
     """Pixel share of each class 1..n_classes−1 over the whole image (H×W)."""
     return np.bincount(image.labels.ravel(), minlength=n_classes)[1:n_classes] / image.labels.size
 
@@ -77,11 +77,11 @@ class _AreaWeighted(_NearestReference):
     def fit(self, references: Sequence[ImageAnalysis]) -> "_AreaWeighted":
         """Describe every reference image and note its class shares; returns self."""
         super().fit(references)
-        self.reference_shares_ = np.stack([_class_shares(r, self.n_classes_) for r in references])
+        self.reference_shares_ = np.stack([class_shares(r, self.n_classes_) for r in references])
         return self
 
     def _distances(self, image: ImageAnalysis) -> np.ndarray:
-        weights = (self.reference_shares_ + _class_shares(image, self.n_classes_)) / 2
+        weights = (self.reference_shares_ + class_shares(image, self.n_classes_)) / 2
         per_class = self._class_distances(self.references_, self._describe(image))
         total = weights.sum(axis=1)
         return np.divide((weights * per_class).sum(axis=1), total, out=np.zeros_like(total), where=total > 0)
@@ -129,7 +129,7 @@ class HistogramScorer(_NearestReference):
     name = "histogram"
 
     def _describe(self, image: ImageAnalysis) -> np.ndarray:
-        return _class_shares(image, self.n_classes_)
+        return class_shares(image, self.n_classes_)
 
     def _distances(self, image: ImageAnalysis) -> np.ndarray:
         return np.abs(self.references_ - self._describe(image)).sum(axis=1)

@@ -19,7 +19,8 @@ import faiss
 import numpy as np
 
 from loco_ad.analysis import ImageAnalysis, Score
-from loco_ad.errors import DataError
+from loco_ad.errors import ConfigError, DataError
+from loco_ad.features.composition import class_shares
 
 # Banks live on the GPU when faiss sees one. A faiss GPU index must not be
 # searched from several threads at once, a CPU index may.
@@ -47,6 +48,34 @@ class _PatchBank:
         """M float32 distances (1 − cosine, mean over the nearest neighbours, ≥ 0) of M×D query features."""
         similarities, _ = self.index.search(np.ascontiguousarray(queries, dtype=np.float32), self.n_neighbours)
         return np.clip(1.0 - similarities.mean(axis=1), 0.0, None).astype(np.float32)
+
+
+class _ReferenceBanks:
+    """One ``_PatchBank`` per reference image, searched with a per-reference penalty (see the module docstring).
+
+    Arguments:
+      features: per reference, its N_r×D bank features (a reference with none is skipped).
+      compositions: per reference, the square roots of its class pixel shares.
+      n_neighbours: nearest reference patches averaged per query, within one reference.
+      penalty: λ, the weight of the composition distance.
+    """
+
+    def __init__(self, features: Sequence[np.ndarray], compositions: Sequence[np.ndarray], n_neighbours: int, penalty: float) -> None:
+        kept = [i for i, f in enumerate(features) if len(f)]
+        self.banks = [_PatchBank(features[i], n_neighbours) for i in kept]
+        self.compositions = np.stack([compositions[i] for i in kept])
+        self.penalty = penalty
+
+    def distances(self, queries: np.ndarray, composition: np.ndarray) -> np.ndarray:
+        """M float32 distances of M×D queries from an image whose square-root class shares are ``composition``."""
+        gap = np.linalg.norm(self.compositions - composition, axis=1)
+        extra = self.penalty * (gap - gap.min())
+        return np.min([bank.distances(queries) + cost for bank, cost in zip(self.banks, extra)], axis=0).astype(np.float32)
+
+
+def _composition(image: ImageAnalysis) -> np.ndarray:
+    """Square roots of the image's class pixel shares (classes 1..n_classes−1)."""
+    return np.sqrt(class_shares(image, image.n_classes))
 
 
 def _top_mean(distances: np.ndarray, fraction: float) -> float:
@@ -83,23 +112,37 @@ class ClassAgnosticScorer:
     Arguments:
       n_neighbours: nearest reference patches averaged per test patch.
       top_fraction: share of the largest patch distances averaged into the image score.
+      reference_penalty: λ of the composition penalty (module docstring); 0 pools all references in one bank.
     """
 
     name = "class_agnostic"
 
-    def __init__(self, n_neighbours: int = 1, top_fraction: float = 0.02) -> None:
+    def __init__(self, n_neighbours: int = 1, top_fraction: float = 0.02, reference_penalty: float = 0.0) -> None:
         self.n_neighbours = n_neighbours
         self.top_fraction = top_fraction
+        self.reference_penalty = reference_penalty
 
     def fit(self, references: Sequence[ImageAnalysis]) -> "ClassAgnosticScorer":
-        """Build the bank from every patch of ``references``; returns self."""
+        """Build the bank from every patch of ``references`` (one per reference with a penalty); returns self."""
         features, _ = _stack_patches(references)
-        self.bank_ = _PatchBank(features, self.n_neighbours)
+        self.bank_, self.reference_banks_ = None, None
+        if self.reference_penalty > 0 and len(references) > 1:
+            self.reference_banks_ = _ReferenceBanks(
+                [r.patches.reshape(-1, features.shape[1]) for r in references],
+                [_composition(r) for r in references], self.n_neighbours, self.reference_penalty,
+            )
+        else:
+            self.bank_ = _PatchBank(features, self.n_neighbours)
         return self
 
     def score(self, image: ImageAnalysis) -> Score:
         """Top-fraction mean of the patch distances, and the upsampled distance map."""
-        grid = self.bank_.distances(image.patches.reshape(-1, image.patches.shape[-1])).reshape(image.patches.shape[:2])
+        features = image.patches.reshape(-1, image.patches.shape[-1])
+        if self.reference_banks_ is None:
+            distances = self.bank_.distances(features)
+        else:
+            distances = self.reference_banks_.distances(features, _composition(image))
+        grid = distances.reshape(image.patches.shape[:2])
         return Score(_top_mean(grid, self.top_fraction), _upsample(grid, image))
 
 
@@ -109,20 +152,32 @@ class ClassAwareScorer:
     One bank per class id found in the references, background (0) included. A
     test patch whose class no reference has (possible with labels from an
     aligner that is not the propagation default) is compared with the bank of
-    all reference patches instead. The image score is the largest, over the
-    classes of the test image, of the top-fraction mean of that class's patch
-    distances, so a small class is not drowned by a large one.
+    all reference patches instead.
+
+    ``reduce="max"`` (the design's definition): the image score is the
+    largest, over the classes of the test image, of the top-fraction mean of
+    that class's patch distances, so a small class is not drowned by a large
+    one. It also makes the score that of the noisiest class: a class of a few
+    flickering patches has a handful of poor matches in every image.
+    ``reduce="patches"``: the top-fraction mean over all patches of the image,
+    each scored against its own class's bank, as the class-agnostic scorer
+    does with one bank.
 
     Arguments:
       n_neighbours: nearest reference patches averaged per test patch.
-      top_fraction: share of the largest patch distances of a class averaged into its score.
+      top_fraction: share of the largest patch distances (of a class, or of the
+        image) averaged into the score.
+      reduce: ``"max"`` or ``"patches"``.
     """
 
     name = "class_aware"
 
-    def __init__(self, n_neighbours: int = 1, top_fraction: float = 0.02) -> None:
+    def __init__(self, n_neighbours: int = 1, top_fraction: float = 0.02, reduce: str = "max") -> None:
+        if reduce not in ("max", "patches"):
+            raise ConfigError(f"unknown class_aware reduce {reduce!r}; choose max or patches")
         self.n_neighbours = n_neighbours
         self.top_fraction = top_fraction
+        self.reduce = reduce
 
     def fit(self, references: Sequence[ImageAnalysis]) -> "ClassAwareScorer":
         """Build one bank per class and a bank of all patches; returns self."""
@@ -132,7 +187,7 @@ class ClassAwareScorer:
         return self
 
     def score(self, image: ImageAnalysis) -> Score:
-        """Largest per-class top-fraction mean of the patch distances, and the upsampled distance map."""
+        """The reduced patch distances (see ``reduce``), and the upsampled distance map."""
         features = image.patches.reshape(-1, image.patches.shape[-1])
         labels = image.patch_labels.ravel()
         distances = np.zeros(len(labels), np.float32)
@@ -141,7 +196,8 @@ class ClassAwareScorer:
             selected = labels == cls
             distances[selected] = self.banks_.get(int(cls), self.all_bank_).distances(features[selected])
             class_scores.append(_top_mean(distances[selected], self.top_fraction))
-        return Score(max(class_scores), _upsample(distances.reshape(image.patch_labels.shape), image))
+        value = max(class_scores) if self.reduce == "max" else _top_mean(distances, self.top_fraction)
+        return Score(value, _upsample(distances.reshape(image.patch_labels.shape), image))
 
 
 class ForegroundScorer:
@@ -170,16 +226,26 @@ class ForegroundScorer:
 
     name = "foreground"
 
-    def __init__(self, n_neighbours: int = 1, top_fraction: float = 0.02) -> None:
+    def __init__(self, n_neighbours: int = 1, top_fraction: float = 0.02, reference_penalty: float = 0.0) -> None:
         self.n_neighbours = n_neighbours
         self.top_fraction = top_fraction
+        self.reference_penalty = reference_penalty
 
     def fit(self, references: Sequence[ImageAnalysis]) -> "ForegroundScorer":
         """Build the bank of reference patches touching the foreground (all patches if none does); returns self."""
         features, _ = _stack_patches(references)
-        foreground = np.concatenate([_touches_foreground(r).ravel() for r in references])
-        self.all_patches_ = not foreground.any()
-        self.bank_ = _PatchBank(features if self.all_patches_ else features[foreground], self.n_neighbours)
+        touching = [_touches_foreground(r).ravel() for r in references]
+        self.all_patches_ = not np.concatenate(touching).any()
+        if self.all_patches_:
+            touching = [np.ones_like(t) for t in touching]
+        self.bank_, self.reference_banks_ = None, None
+        if self.reference_penalty > 0 and len(references) > 1:
+            self.reference_banks_ = _ReferenceBanks(
+                [r.patches.reshape(-1, features.shape[1])[t] for r, t in zip(references, touching)],
+                [_composition(r) for r in references], self.n_neighbours, self.reference_penalty,
+            )
+        else:
+            self.bank_ = _PatchBank(features[np.concatenate(touching)], self.n_neighbours)
         return self
 
     def score(self, image: ImageAnalysis) -> Score:
@@ -189,5 +255,8 @@ class ForegroundScorer:
         if self.all_patches_ or not selected.any():
             selected[:] = True
         distances = np.zeros(len(selected), np.float32)
-        distances[selected] = self.bank_.distances(features[selected])
+        if self.reference_banks_ is None:
+            distances[selected] = self.bank_.distances(features[selected])
+        else:
+            distances[selected] = self.reference_banks_.distances(features[selected], _composition(image))
         return Score(_top_mean(distances[selected], self.top_fraction), _upsample(distances.reshape(image.patch_labels.shape), image))

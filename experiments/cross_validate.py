@@ -1,0 +1,538 @@
+"""Cross-validated choice of settings: candidates chosen on some folds of the test images, reported on the others.
+
+Example::
+
+    python experiments/cross_validate.py --data-root DATA --category juice_bottle --preset offline \\
+        --groups docs/juice_bottle_subset_groups.csv --extra-good ../shared/data/juice_bottle_extra_good/good \\
+        --grid ensemble.scorers=class_agnostic+foreground+histogram,class_agnostic+histogram --out runs/cv
+
+Protocol:
+
+1. Candidates. The preset as it is, then every setting of the grid: ``--grid
+   KEY=V1,V2`` (several ``--grid`` make a product) and/or ``--grid-file`` (JSON:
+   an object KEY → list of values, a product, or a list of such objects, the
+   union of their products). A value is read as JSON when it parses, else as a
+   string; ``+`` joins scorer ids. Keys (see ``knob_setting``):
+   ``alignment``, ``embedder.FIELD``, ``segmenter.FIELD`` (``PipelineConfig``
+   fields), ``scorers.ID.PARAM`` (a scorer's constructor argument),
+   ``ensemble.scorers`` (the scorer ids summed), ``ensemble.multipliers.ID``
+   and ``ensemble.PARAM`` (an ``Ensemble`` constructor argument).
+2. Scoring, once. The references of every (seed, k) are drawn from
+   ``train/good`` as the VAND protocol draws them. Every candidate scores every
+   test image of the category plus the ``--extra-good`` images (more good
+   images make false-positive rates far less noisy); a scorer setting shared
+   by candidates is fitted and weighted once per (seed, k).
+3. Folds only partition the test images. Anomalies are split by group
+   (``--groups``: CSV with columns ``file``, ``group``; anomalies it does not
+   list are groups of one), so a fold's held-out anomalies are kinds never
+   used for choosing; good images are split at random. For each fold the
+   candidate with the best objective on the other folds (mean over seeds and k
+   of the image AUROC, or of the F1-max) is chosen and measured on the fold.
+   ``--repeats`` draws other fold partitions.
+
+Reported per k: mean ± standard deviation over (repeat, fold, seed) of the
+held-out AUROC, F1-max, and F1-max at the ``--f1-ratio`` good:anomalous ratio
+(each held-out good image counts for ratio × anomalies / goods images in the
+false positives, since F1 depends on the ratio and AUROC does not); the same
+for every candidate held fixed (no choice); per anomaly group the held-out
+AUROC against the fold's good images; and each candidate's in-sample figures
+on all images. The pooled estimate ranks all images together, each scored by
+the candidate chosen without its fold: it has the size of the whole set, so
+its F1-max is not inflated by small folds (a maximum over thresholds of few
+images is biased upwards). Writes OUT/cv.md, OUT/cv_folds.csv,
+OUT/cv_pooled.csv, OUT/cv_candidates.csv, OUT/cv_groups.csv.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import itertools
+import json
+import sys
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from loco_ad.cli import add_evaluation_arguments, add_pipeline_arguments, pipeline_from_args, run_main
+from loco_ad.config import PipelineConfig, check_scorers
+from loco_ad.data import CategoryData, data_root, draw_references, list_images, load_category, resolve_categories
+from loco_ad.errors import ConfigError, DataError
+from loco_ad.io import write_atomic, write_csv
+from loco_ad.metrics import auroc_and_f1_max
+
+OBJECTIVES = ("auroc", "f1")
+PRESET = "preset"  # name of the candidate without knobs
+
+
+# ------------------------------------------------------------------ candidates
+@dataclass(frozen=True)
+class Setting:
+    """What a candidate's knobs make of the preset.
+
+    Arguments:
+      pipeline: the pipeline settings (stages and alignment).
+      scorers: the scorer ids summed by the ensemble.
+      scorer_params: per scorer id, its constructor keyword arguments.
+      ensemble: ``Ensemble`` keyword arguments (``multipliers`` and the rest).
+    """
+
+    pipeline: PipelineConfig
+    scorers: tuple[str, ...]
+    scorer_params: Mapping[str, Mapping[str, object]]
+    ensemble: Mapping[str, object]
+
+
+def parse_value(text: str) -> object:
+    """A grid value: JSON when it parses (numbers, true/false, lists), else the string itself."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def expand_grid(spec: Mapping[str, Sequence[object]] | Sequence[Mapping[str, Sequence[object]]]) -> list[dict]:
+    """Every combination of a grid: KEY → values (a product), or a list of such grids (the union of their products)."""
+    grids = [spec] if isinstance(spec, Mapping) else list(spec)
+    candidates: list[dict] = []
+    for grid in grids:
+        keys = list(grid)
+        values = [v if isinstance(v, list) else [v] for v in grid.values()]
+        candidates += [dict(zip(keys, combination)) for combination in itertools.product(*values)]
+    return candidates
+
+
+def read_grid(pairs: Sequence[str], grid_file: Path | None) -> list[dict]:
+    """The candidates: the preset itself first, then those of ``--grid`` and ``--grid-file``, without repeats."""
+    spec: list[dict] = []
+    if pairs:
+        grid = {}
+        for pair in pairs:
+            key, sep, values = pair.partition("=")
+            if not sep or not key or not values:
+                raise ConfigError(f"--grid takes KEY=V1,V2,...; got {pair!r}")
+            grid[key.strip()] = [parse_value(v) for v in values.split(",")]
+        spec.append(grid)
+    if grid_file is not None:
+        try:
+            loaded = json.loads(grid_file.read_text())
+        except (OSError, json.JSONDecodeError) as error:
+            raise ConfigError(f"cannot read the grid file {grid_file}: {error}") from None
+        spec += [loaded] if isinstance(loaded, dict) else loaded
+    candidates, seen = [], set()
+    for knobs in [{}, *expand_grid(spec)]:
+        key = json.dumps(knobs, sort_keys=True)
+        if key not in seen:
+            seen.add(key)
+            candidates.append(knobs)
+    return candidates
+
+
+def candidate_name(knobs: Mapping[str, object]) -> str:
+    """``KEY=VALUE ...`` of a candidate, or ``preset`` for none."""
+    return " ".join(f"{key}={_text(value)}" for key, value in knobs.items()) or PRESET
+
+
+def _text(value: object) -> str:
+    return "+".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+
+
+def knob_setting(base: PipelineConfig, knobs: Mapping[str, object]) -> Setting:
+    """Apply a candidate's knobs to a preset.
+
+    A thin adapter until every knob lives in one nested config with ``--set
+    dotted.key=value``; see the module docstring for the keys.
+
+    Arguments:
+      base: the preset's settings (its ``scorers`` are the default ensemble).
+      knobs: dotted key → value.
+    Returns:
+      the ``Setting``; ``ConfigError`` for an unknown key or field.
+    """
+    pipeline, scorers = base, base.scorers
+    scorer_params: dict[str, dict[str, object]] = defaultdict(dict)
+    ensemble: dict[str, object] = {}
+    for key, value in knobs.items():
+        head, _, rest = key.partition(".")
+        try:
+            if key == "alignment":
+                pipeline = dataclasses.replace(pipeline, alignment=value)
+            elif head in ("embedder", "segmenter") and rest:
+                pipeline = dataclasses.replace(pipeline, **{head: dataclasses.replace(getattr(pipeline, head), **{rest: value})})
+            elif head == "scorers" and rest.count(".") == 1:
+                name, param = rest.split(".")
+                check_scorers((name,))
+                scorer_params[name][param] = value
+            elif key == "ensemble.scorers":
+                scorers = tuple(value) if isinstance(value, list) else tuple(str(value).split("+"))
+                check_scorers(scorers)
+            elif rest.startswith("multipliers."):
+                ensemble.setdefault("multipliers", {})[rest.removeprefix("multipliers.")] = float(value)
+            elif head == "ensemble" and rest:
+                ensemble[rest] = value
+            else:
+                raise ConfigError(f"unknown knob {key!r}")
+        except TypeError as error:
+            raise ConfigError(f"knob {key}: {error}") from None
+    return Setting(pipeline, scorers, dict(scorer_params), ensemble)
+
+
+# ----------------------------------------------------------------- test images
+@dataclass(frozen=True)
+class ImageSet:
+    """The images every candidate scores.
+
+    Arguments:
+      paths: image files.
+      labels: 0 good / 1 anomalous per image.
+      groups: per image its group: the anomaly group, or ``good`` / ``extra good``.
+      files: per image its name in the outputs (relative to the category folder, or ``extra/NAME``).
+    """
+
+    paths: list[Path]
+    labels: np.ndarray
+    groups: list[str]
+    files: list[str]
+
+
+def load_image_set(data: CategoryData, groups_csv: Path | None, extra_good: Path | None) -> ImageSet:
+    """The category's test images, grouped, plus the extra good images (``DataError`` if that folder is missing or empty)."""
+    groups: dict[str, str] = {}
+    if groups_csv is not None:
+        import csv
+
+        try:
+            with groups_csv.open(newline="") as handle:
+                groups = {row["file"]: row["group"] for row in csv.DictReader(handle)}
+        except (OSError, KeyError) as error:
+            raise DataError(f"cannot read the groups file {groups_csv} (columns file, group): {error}") from None
+    paths, labels, names, files = [], [], [], []
+    for sample in data.test:
+        file = str(sample.path.relative_to(data.root))
+        paths.append(sample.path)
+        labels.append(sample.label)
+        names.append("good" if sample.label == 0 else groups.get(file, file))
+        files.append(file)
+    if extra_good is not None:
+        if not extra_good.is_dir():
+            raise DataError(f"--extra-good folder {extra_good} does not exist")
+        extra = list_images(extra_good)
+        if not extra:
+            raise DataError(f"--extra-good folder {extra_good} holds no images")
+        paths += extra
+        labels += [0] * len(extra)
+        names += ["extra good"] * len(extra)
+        files += [f"extra/{path.relative_to(extra_good)}" for path in extra]
+    return ImageSet(paths, np.array(labels), names, files)
+
+
+# --------------------------------------------------------------------- scoring
+def score_candidates(
+    args: argparse.Namespace, settings: Sequence[Setting], data: CategoryData, images: ImageSet, runs: Sequence[tuple[int, int]]
+) -> np.ndarray:
+    """Ensemble score of every candidate on every image for every (seed, k).
+
+    Candidates with the same pipeline settings share the image analyses; a
+    scorer setting shared by several candidates is fitted, and its
+    leave-one-out scores computed, once per (seed, k). The sum is the
+    ``Ensemble``'s: of ``Ensemble.contribution`` with ``Ensemble.weight``.
+
+    Returns:
+      float64 array (candidate, run, image).
+    """
+    from loco_ad.features import make_scorer
+    from loco_ad.pipeline import Pipeline
+    from loco_ad.weights import Ensemble, leave_one_out_scores
+
+    scores = np.zeros((len(settings), len(runs), len(images.paths)))
+    by_pipeline: dict[str, list[int]] = defaultdict(list)
+    for index, setting in enumerate(settings):
+        stages = {key: value for key, value in setting.pipeline.to_dict().items() if key not in ("name", "scorers")}
+        by_pipeline[json.dumps(stages, sort_keys=True)].append(index)
+    cache = pipeline_from_args(args).cache
+    bar = tqdm(total=len(by_pipeline) * len(runs), desc="scoring", unit="fit", disable=args.quiet)
+    for members in by_pipeline.values():
+        pipeline = Pipeline(settings[members[0]].pipeline, cache=cache, weights_dir=args.weights_dir, device=args.device,
+                            progress=False)
+        draws = [draw_references(data.train, k, seed) for seed, k in runs]
+        pipeline.prepare_many(sorted({p for draw in draws for p in draw}) + images.paths)
+        for run, references in enumerate(draws):
+            fitted = pipeline.fit_references(references)
+            analyses = pipeline.analyse_many(images.paths, progress=False)
+            raw: dict[str, tuple[np.ndarray, list[float]]] = {}
+            for index in members:
+                setting = settings[index]
+                ensemble = Ensemble(setting.scorers, scorer_params=setting.scorer_params, **setting.ensemble)
+                for name in setting.scorers:
+                    params = setting.scorer_params.get(name, {})
+                    key = json.dumps([name, params], sort_keys=True)
+                    if key not in raw:
+                        make = lambda: make_scorer(name, **params)  # noqa: E731
+                        scorer = make().fit(fitted)
+                        loo = leave_one_out_scores(make, fitted) if len(fitted) > 1 else []
+                        raw[key] = (np.array([scorer.score(a).value for a in analyses]), loo)
+                    values, loo = raw[key]
+                    scores[index, run] += ensemble.contribution(name, values, ensemble.weight(name, loo))
+            bar.update()
+    bar.close()
+    return scores
+
+
+# ----------------------------------------------------------------------- folds
+def make_folds(labels: np.ndarray, groups: Sequence[str], n_folds: int, seed: int) -> np.ndarray:
+    """Fold id per image: anomaly groups kept whole, good images split at random.
+
+    Good images are shuffled and cut into ``n_folds`` near-equal parts.
+    Anomaly groups, in a seeded random order, then largest first, each go to
+    the fold with the fewest anomalies so far.
+
+    Arguments:
+      labels: 0 good / 1 anomalous per image.
+      groups: group name per image (only the anomalies' matter).
+      n_folds: number of folds, at most the number of anomaly groups and of good images.
+      seed: seed of the shuffles.
+    Returns:
+      int array of fold ids in [0, n_folds).
+    """
+    groups = np.asarray(groups)
+    good = np.flatnonzero(labels == 0)
+    names = list(dict.fromkeys(groups[labels == 1]))
+    if n_folds < 2 or n_folds > min(len(names), len(good)):
+        raise ConfigError(
+            f"--folds must be between 2 and the number of anomaly groups ({len(names)}) and of good images ({len(good)}); "
+            f"got {n_folds}"
+        )
+    rng = np.random.default_rng(seed)
+    folds = np.empty(len(labels), int)
+    for fold, part in enumerate(np.array_split(rng.permutation(good), n_folds)):
+        folds[part] = fold
+    order = [names[i] for i in rng.permutation(len(names))]
+    load = np.zeros(n_folds)
+    for name in sorted(order, key=lambda n: -np.sum((groups == n) & (labels == 1))):
+        members = (groups == name) & (labels == 1)
+        fold = int(np.argmin(load))
+        folds[members] = fold
+        load[fold] += members.sum()
+    return folds
+
+
+def fold_metrics(labels: np.ndarray, scores: np.ndarray, ratio: float) -> tuple[float, float, float]:
+    """(AUROC, F1-max, F1-max with good images reweighted to ``ratio`` goods per anomaly) of one set of images."""
+    anomalous = labels > 0
+    weight = ratio * anomalous.sum() / max((~anomalous).sum(), 1)
+    auroc, f1 = auroc_and_f1_max(anomalous, scores)
+    return auroc, f1, auroc_and_f1_max(anomalous, scores, weight)[1]
+
+
+def choose(scores: np.ndarray, labels: np.ndarray, train: np.ndarray, objective: str, ratio: float) -> int:
+    """Index of the candidate with the best mean objective over runs on the ``train`` images (the first on ties).
+
+    Arguments:
+      scores: (candidate, run, image) ensemble scores.
+      labels: 0/1 per image.
+      train: bool per image, the images the choice may look at.
+      objective: ``auroc`` or ``f1`` (F1-max at ``ratio``).
+      ratio: goods per anomaly for the F1-max.
+    """
+    column = 0 if objective == "auroc" else 2
+    values = [
+        np.mean([fold_metrics(labels[train], run[train], ratio)[column] for run in candidate]) for candidate in scores
+    ]
+    return int(np.argmax(values))
+
+
+def cross_validate(
+    scores: np.ndarray,
+    images: ImageSet,
+    runs: Sequence[tuple[int, int]],
+    n_folds: int,
+    repeats: int,
+    objective: str,
+    ratio: float,
+) -> tuple[list[dict], list[dict], list[dict], list[dict]]:
+    """Choose on the training folds, measure on the held-out fold.
+
+    Arguments:
+      scores: (candidate, run, image) ensemble scores.
+      images: the test images (labels and groups).
+      runs: (seed, k) of each run.
+      n_folds, repeats: folds per partition and number of partitions (seeds 0..repeats−1).
+      objective, ratio: see ``choose``.
+    Returns:
+      (rows per repeat, fold and run of the chosen candidate's held-out
+      ``auroc``, ``f1``, ``f1_ratio``; the same for every candidate held fixed;
+      rows per repeat, fold, run and held-out anomaly group of its AUROC;
+      rows per repeat and run of the pooled metrics: every image scored by the
+      candidate chosen without its fold, all folds' images ranked together, a
+      test set of the whole set's size, on which F1-max is not inflated by a
+      small fold).
+    """
+    labels, groups = images.labels, np.asarray(images.groups)
+    chosen_rows, fixed_rows, group_rows, pooled_rows = [], [], [], []
+    for repeat in range(repeats):
+        folds = make_folds(labels, groups, n_folds, repeat)
+        pooled = np.zeros(scores.shape[1:])
+        for fold in range(n_folds):
+            held = folds == fold
+            best = choose(scores, labels, ~held, objective, ratio)
+            pooled[:, held] = scores[best][:, held]
+            for candidate in range(len(scores)):
+                for run, (seed, k) in enumerate(runs):
+                    auroc, f1, f1_ratio = fold_metrics(labels[held], scores[candidate, run, held], ratio)
+                    row = {"repeat": repeat, "fold": fold, "seed": seed, "k_shot": k, "candidate": candidate,
+                           "auroc": auroc, "f1": f1, "f1_ratio": f1_ratio}
+                    fixed_rows.append(row)
+                    if candidate == best:
+                        chosen_rows.append(row)
+            good = held & (labels == 0)
+            for name in dict.fromkeys(groups[held & (labels == 1)]):
+                members = good | (held & (groups == name) & (labels == 1))
+                for run, (seed, k) in enumerate(runs):
+                    auroc = auroc_and_f1_max(labels[members] > 0, scores[best, run, members])[0]
+                    group_rows.append({"repeat": repeat, "fold": fold, "seed": seed, "k_shot": k, "group": name,
+                                       "candidate": best, "auroc": auroc})
+        for run, (seed, k) in enumerate(runs):
+            auroc, f1, f1_ratio = fold_metrics(labels, pooled[run], ratio)
+            pooled_rows.append({"repeat": repeat, "seed": seed, "k_shot": k, "auroc": auroc, "f1": f1, "f1_ratio": f1_ratio})
+    return chosen_rows, fixed_rows, group_rows, pooled_rows
+
+
+# --------------------------------------------------------------------- reports
+def _mean_std(values: Sequence[float]) -> str:
+    return f"{np.mean(values):.3f} ± {np.std(values):.3f}"
+
+
+def summary_table(rows: Sequence[Mapping], shots: Sequence[int], title: str) -> list[str]:
+    """Markdown lines: per k, mean ± std over the rows of AUROC, F1-max and F1-max at the target ratio."""
+    lines = [title, "", "| k | AUROC | F1-max | F1-max at ratio |", "|---|---|---|---|"]
+    for k in shots:
+        at_k = [r for r in rows if r["k_shot"] == k]
+        lines.append(f"| {k} | " + " | ".join(_mean_std([r[m] for r in at_k]) for m in ("auroc", "f1", "f1_ratio")) + " |")
+    return lines + [""]
+
+
+def candidate_rows(
+    scores: np.ndarray, images: ImageSet, runs: Sequence[tuple[int, int]], fixed: Sequence[Mapping], names: Sequence[str],
+    chosen: Sequence[Mapping], ratio: float,
+) -> list[dict]:
+    """Per candidate and k: in-sample metrics on all images, held-out means when held fixed, times chosen."""
+    rows = []
+    for candidate, name in enumerate(names):
+        for k in sorted({k for _, k in runs}):
+            in_sample = [fold_metrics(images.labels, scores[candidate, r], ratio) for r, (_, kk) in enumerate(runs) if kk == k]
+            held = [row for row in fixed if row["candidate"] == candidate and row["k_shot"] == k]
+            rows.append({
+                "candidate": candidate, "name": name, "k_shot": k,
+                "auroc_all": np.mean([m[0] for m in in_sample]), "f1_all": np.mean([m[1] for m in in_sample]),
+                "f1_ratio_all": np.mean([m[2] for m in in_sample]),
+                **{f"{m}_folds": np.mean([row[m] for row in held]) for m in ("auroc", "f1", "f1_ratio")},
+                **{f"{m}_folds_std": np.std([row[m] for row in held]) for m in ("auroc", "f1", "f1_ratio")},
+                "times_chosen": sum(1 for row in chosen if row["candidate"] == candidate) // len(runs),
+            })
+    return rows
+
+
+def markdown_report(
+    chosen: Sequence[Mapping], pooled: Sequence[Mapping], candidates: Sequence[Mapping], groups: Sequence[Mapping],
+    shots: Sequence[int], header: str,
+) -> str:
+    """The report: the cross-validated estimates, the candidates, the groups."""
+    lines = [header, ""]
+    lines += summary_table(chosen, shots, "## Cross-validated per fold (chosen on the other folds; mean ± std over repeats, folds, seeds)")
+    lines += summary_table(pooled, shots, "## Cross-validated, pooled (each fold scored by its own choice, all folds ranked together; "
+                                          "mean ± std over repeats, seeds)")
+    lines += ["## Candidates (in-sample: all images; folds: held fixed, mean ± std of the held-out folds)", "",
+              "| # | candidate | chosen | " + " | ".join(f"AUROC k={k} all / folds" for k in shots)
+              + " | " + " | ".join(f"F1 ratio k={k} all / folds" for k in shots) + " |",
+              "|---|---|---|" + "---|" * 2 * len(shots)]
+    for index in sorted({row["candidate"] for row in candidates}):
+        at = {row["k_shot"]: row for row in candidates if row["candidate"] == index}
+        first = at[shots[0]]
+        cells = [f"{at[k]['auroc_all']:.3f} / {at[k]['auroc_folds']:.3f} ± {at[k]['auroc_folds_std']:.3f}" for k in shots]
+        cells += [f"{at[k]['f1_ratio_all']:.3f} / {at[k]['f1_ratio_folds']:.3f}" for k in shots]
+        lines.append(f"| {index} | {first['name']} | {first['times_chosen']} | " + " | ".join(cells) + " |")
+    lines += ["", "## Held-out AUROC per anomaly group (chosen candidate; mean over repeats and seeds)", "",
+              "| group | " + " | ".join(f"k={k}" for k in shots) + " |", "|---|" + "---|" * len(shots)]
+    for name in dict.fromkeys(row["group"] for row in groups):
+        cells = [np.mean([r["auroc"] for r in groups if r["group"] == name and r["k_shot"] == k]) for k in shots]
+        lines.append(f"| {name} | " + " | ".join(f"{c:.3f}" for c in cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+# ------------------------------------------------------------------------- CLI
+def parse_ratio(text: str) -> float:
+    """``GOOD:ANOMALOUS`` (e.g. ``57:71``) as goods per anomaly."""
+    good, sep, anomalous = text.partition(":")
+    try:
+        value = float(good) / float(anomalous) if sep else float(text)
+    except (ValueError, ZeroDivisionError):
+        raise argparse.ArgumentTypeError(f"expected GOOD:ANOMALOUS such as 57:71, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"the ratio must be positive, got {text!r}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python experiments/cross_validate.py", description=__doc__.split("\n\n")[0])
+    add_evaluation_arguments(parser, default_out="runs/cross_validate")
+    add_pipeline_arguments(parser, default_preset="offline")
+    group = parser.add_argument_group("protocol")
+    group.add_argument("--grid", nargs="+", default=[], metavar="KEY=V1,V2", help="candidate knobs (a product)")
+    group.add_argument("--grid-file", type=Path, help="JSON grid: {KEY: [values]} or a list of them")
+    group.add_argument("--groups", type=Path, help="CSV (file, group) of the anomalies; default: each anomaly its own group")
+    group.add_argument("--extra-good", type=Path, help="folder of more good images, scored as test images")
+    group.add_argument("--folds", type=int, default=3, help="folds per partition (default 3)")
+    group.add_argument("--repeats", type=int, default=5, help="fold partitions (default 5)")
+    group.add_argument("--objective", choices=OBJECTIVES, default="auroc", help="what the choice maximises (default auroc)")
+    group.add_argument("--f1-ratio", type=parse_ratio, default=parse_ratio("57:71"),
+                       help="good:anomalous ratio of the reweighted F1-max (default 57:71)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+
+    def body() -> int:
+        from loco_ad.config import get_preset
+        from loco_ad.evaluate import check_shots
+
+        root = data_root(args.data_root)
+        categories = resolve_categories(root, args.category)
+        if len(categories) != 1:
+            raise ConfigError(f"cross-validation runs on one category at a time; got {', '.join(categories)}")
+        data = load_category(root, categories[0])
+        check_shots([data], args.shots)
+        base = pipeline_from_args(args).config
+        knobs = read_grid(args.grid, args.grid_file)
+        settings = [knob_setting(base, k) for k in knobs]
+        names = [candidate_name(k) for k in knobs]
+        images = load_image_set(data, args.groups, args.extra_good)
+        runs = [(seed, k) for seed in args.seeds for k in args.shots]
+        make_folds(images.labels, images.groups, args.folds, 0)  # fails before any work when the folds cannot be made
+        scores = score_candidates(args, settings, data, images, runs)
+        chosen, fixed, groups, pooled = cross_validate(scores, images, runs, args.folds, args.repeats, args.objective, args.f1_ratio)
+        candidates = candidate_rows(scores, images, runs, fixed, names, chosen, args.f1_ratio)
+        n_good = int((images.labels == 0).sum())
+        header = (f"# Cross-validation: {data.name}, preset {get_preset(args.preset).name}, {len(knobs)} candidates, "
+                  f"{n_good} good / {len(images.labels) - n_good} anomalous images, {args.folds} folds × {args.repeats} "
+                  f"repeats, seeds {' '.join(map(str, args.seeds))}, objective {args.objective}, "
+                  f"F1 ratio {args.f1_ratio:.3f} goods per anomaly")
+        report = markdown_report(chosen, pooled, candidates, groups, args.shots, header)
+        write_csv(args.out / "cv_folds.csv", [{**r, "name": names[r["candidate"]]} for r in chosen])
+        write_csv(args.out / "cv_candidates.csv", candidates)
+        write_csv(args.out / "cv_groups.csv", groups)
+        write_csv(args.out / "cv_pooled.csv", pooled)
+        write_atomic(args.out / "cv.md", report)
+        print(report)
+        print(f"results written to {args.out}/")
+        return 0
+
+    return run_main(body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
