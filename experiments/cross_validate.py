@@ -36,7 +36,8 @@ held-out AUROC, F1-max, and F1-max at the ``--f1-ratio`` good:anomalous ratio
 false positives, since F1 depends on the ratio and AUROC does not); the same
 for every candidate held fixed (no choice); per anomaly group the held-out
 AUROC against the fold's good images; and each candidate's in-sample figures
-on all images. The pooled estimate ranks all images together, each scored by
+on all images (and every candidate's scores in OUT/cv_scores.npz, which
+``--reuse`` reads to cross-validate a sub-grid without scoring again). The pooled estimate ranks all images together, each scored by
 the candidate chosen without its fold: it has the size of the whole set, so
 its F1-max is not inflated by small folds (a maximum over thresholds of few
 images is biased upwards). Writes OUT/cv.md, OUT/cv_folds.csv,
@@ -53,9 +54,10 @@ import sys
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 
 import numpy as np
+from scipy.stats import rankdata
 from tqdm.auto import tqdm
 
 from loco_ad.cli import add_evaluation_arguments, add_pipeline_arguments, pipeline_from_args, run_main
@@ -65,7 +67,11 @@ from loco_ad.errors import ConfigError, DataError
 from loco_ad.io import write_atomic, write_csv
 from loco_ad.metrics import auroc_and_f1_max
 
-OBJECTIVES = ("auroc", "f1")
+if TYPE_CHECKING:
+    from loco_ad.pipeline import Pipeline
+
+OBJECTIVES = ("auroc", "f1", "both")
+SCORES_FILE = "cv_scores.npz"  # every candidate's scores, for --reuse
 PRESET = "preset"  # name of the candidate without knobs
 
 
@@ -232,7 +238,12 @@ def load_image_set(data: CategoryData, groups_csv: Path | None, extra_good: Path
 
 # --------------------------------------------------------------------- scoring
 def score_candidates(
-    args: argparse.Namespace, settings: Sequence[Setting], data: CategoryData, images: ImageSet, runs: Sequence[tuple[int, int]]
+    settings: Sequence[Setting],
+    data: CategoryData,
+    images: ImageSet,
+    runs: Sequence[tuple[int, int]],
+    make_pipeline: Callable[[PipelineConfig], "Pipeline"],
+    progress: bool = False,
 ) -> np.ndarray:
     """Ensemble score of every candidate on every image for every (seed, k).
 
@@ -241,11 +252,17 @@ def score_candidates(
     leave-one-out scores computed, once per (seed, k). The sum is the
     ``Ensemble``'s: of ``Ensemble.contribution`` with ``Ensemble.weight``.
 
+    Arguments:
+      settings: the candidates.
+      data: the category (its ``train`` images are drawn from).
+      images: the images to score.
+      runs: (seed, k) of each run.
+      make_pipeline: a new ``Pipeline`` for the given settings.
+      progress: show a progress bar.
     Returns:
       float64 array (candidate, run, image).
     """
     from loco_ad.features import make_scorer
-    from loco_ad.pipeline import Pipeline
     from loco_ad.weights import Ensemble, leave_one_out_scores
 
     scores = np.zeros((len(settings), len(runs), len(images.paths)))
@@ -253,11 +270,9 @@ def score_candidates(
     for index, setting in enumerate(settings):
         stages = {key: value for key, value in setting.pipeline.to_dict().items() if key not in ("name", "scorers")}
         by_pipeline[json.dumps(stages, sort_keys=True)].append(index)
-    cache = pipeline_from_args(args).cache
-    bar = tqdm(total=len(by_pipeline) * len(runs), desc="scoring", unit="fit", disable=args.quiet)
+    bar = tqdm(total=len(by_pipeline) * len(runs), desc="scoring", unit="fit", disable=not progress)
     for members in by_pipeline.values():
-        pipeline = Pipeline(settings[members[0]].pipeline, cache=cache, weights_dir=args.weights_dir, device=args.device,
-                            progress=False)
+        pipeline = make_pipeline(settings[members[0]].pipeline)
         draws = [draw_references(data.train, k, seed) for seed, k in runs]
         pipeline.prepare_many(sorted({p for draw in draws for p in draw}) + images.paths)
         for run, references in enumerate(draws):
@@ -280,6 +295,25 @@ def score_candidates(
             bar.update()
     bar.close()
     return scores
+
+
+def reused_scores(folder: Path, names: Sequence[str], images: ImageSet, runs: Sequence[tuple[int, int]]) -> np.ndarray:
+    """The scores of the named candidates from an earlier run's ``SCORES_FILE`` (same images and runs).
+
+    Lets a sub-grid (an idea against the preset, say) be cross-validated without scoring again.
+    """
+    path = Path(folder) / SCORES_FILE
+    try:
+        stored = np.load(path)
+        stored_names, files, stored_runs = list(stored["names"]), list(stored["files"]), stored["runs"].tolist()
+    except (OSError, KeyError, ValueError) as error:
+        raise DataError(f"cannot read the scores of an earlier run from {path}: {error}") from None
+    if files != images.files or [tuple(r) for r in stored_runs] != list(runs):
+        raise DataError(f"{path} was scored on other images, seeds or k; run without --reuse")
+    missing = [name for name in names if name not in stored_names]
+    if missing:
+        raise DataError(f"{path} has no candidate {missing[0]!r}; run without --reuse")
+    return stored["scores"][[stored_names.index(name) for name in names]]
 
 
 # ----------------------------------------------------------------------- folds
@@ -320,12 +354,62 @@ def make_folds(labels: np.ndarray, groups: Sequence[str], n_folds: int, seed: in
     return folds
 
 
-def fold_metrics(labels: np.ndarray, scores: np.ndarray, ratio: float) -> tuple[float, float, float]:
-    """(AUROC, F1-max, F1-max with good images reweighted to ``ratio`` goods per anomaly) of one set of images."""
+METRICS = ("auroc", "f1", "f1_ratio")
+
+
+def row_metrics(labels: np.ndarray, scores: np.ndarray, ratio: float) -> np.ndarray:
+    """AUROC, F1-max and F1-max at ``ratio`` goods per anomaly of every row of ``scores``.
+
+    The same values as ``loco_ad.metrics.auroc_and_f1_max`` row by row
+    (AUROC from average ranks, which equals the trapezoidal ROC area with
+    ties; thresholds only between distinct scores), for many candidates at once.
+
+    Arguments:
+      labels: 0/1 per image (both must occur).
+      scores: (row, image) scores.
+      ratio: goods per anomaly for the reweighted F1-max: each good image
+        counts ratio × anomalies / goods times in the false positives.
+    Returns:
+      (row, 3) array: ``METRICS``.
+    """
     anomalous = labels > 0
-    weight = ratio * anomalous.sum() / max((~anomalous).sum(), 1)
-    auroc, f1 = auroc_and_f1_max(anomalous, scores)
-    return auroc, f1, auroc_and_f1_max(anomalous, scores, weight)[1]
+    positives, negatives = int(anomalous.sum()), int((~anomalous).sum())
+    ranks = rankdata(scores, axis=1)
+    auroc = (ranks[:, anomalous].sum(axis=1) - positives * (positives + 1) / 2) / (positives * negatives)
+    order = np.argsort(-scores, axis=1, kind="stable")
+    ordered = np.take_along_axis(scores, order, axis=1)
+    true_positives = np.cumsum(anomalous[order], axis=1)
+    false_positives = np.arange(1, scores.shape[1] + 1) - true_positives
+    threshold = np.ones(ordered.shape, bool)
+    threshold[:, :-1] = ordered[:, :-1] != ordered[:, 1:]
+    f1 = np.where(threshold, 2 * true_positives / (true_positives + false_positives + positives), 0).max(axis=1)
+    weight = ratio * positives / negatives
+    f1_ratio = np.where(threshold, 2 * true_positives / (true_positives + weight * false_positives + positives), 0).max(axis=1)
+    return np.stack([auroc, f1, f1_ratio], axis=1)
+
+
+def subset_metrics(scores: np.ndarray, labels: np.ndarray, subset: np.ndarray, ratio: float) -> np.ndarray:
+    """``row_metrics`` of every (candidate, run) on the images of ``subset``: a (candidate, run, 3) array."""
+    rows = scores[:, :, subset].reshape(-1, int(subset.sum()))
+    return row_metrics(labels[subset], rows, ratio).reshape(*scores.shape[:2], len(METRICS))
+
+
+def on_good_scale(scores: np.ndarray, images: np.ndarray, goods: np.ndarray) -> np.ndarray:
+    """Per run, the scores of ``images`` as (score − median) / interquartile range of the scores of ``goods``.
+
+    Candidates chosen on different folds score on different scales (a sum, a
+    sum of logs); the held-out images of all folds can be ranked together once
+    each fold is put on the scale of its own training good images.
+
+    Arguments:
+      scores: (run, image) scores of one candidate.
+      images, goods: bool per image: the images to return, the good images that set the scale.
+    Returns:
+      (run, selected image) rescaled scores.
+    """
+    low, median, high = np.percentile(scores[:, goods], [25, 50, 75], axis=1)
+    spread = np.maximum(high - low, 1e-12)
+    return (scores[:, images] - median[:, None]) / spread[:, None]
 
 
 def choose(scores: np.ndarray, labels: np.ndarray, train: np.ndarray, objective: str, ratio: float) -> int:
@@ -335,14 +419,30 @@ def choose(scores: np.ndarray, labels: np.ndarray, train: np.ndarray, objective:
       scores: (candidate, run, image) ensemble scores.
       labels: 0/1 per image.
       train: bool per image, the images the choice may look at.
-      objective: ``auroc`` or ``f1`` (F1-max at ``ratio``).
+      objective: ``auroc``, ``f1`` (F1-max at ``ratio``) or ``both`` (their mean).
       ratio: goods per anomaly for the F1-max.
     """
-    column = 0 if objective == "auroc" else 2
-    values = [
-        np.mean([fold_metrics(labels[train], run[train], ratio)[column] for run in candidate]) for candidate in scores
-    ]
-    return int(np.argmax(values))
+    columns = {"auroc": [0], "f1": [2], "both": [0, 2]}[objective]
+    return int(np.argmax(subset_metrics(scores, labels, train, ratio)[:, :, columns].mean(axis=(1, 2))))
+
+
+@dataclass
+class CrossValidation:
+    """What ``cross_validate`` measured.
+
+    Attributes:
+      chosen: per repeat, fold and run, the held-out ``METRICS`` of the candidate chosen without the fold.
+      fixed: (repeat, fold, candidate, run, metric) held-out metrics of every candidate held fixed.
+      groups: per repeat, fold, run and held-out anomaly group, the chosen candidate's AUROC against the fold's goods.
+      pooled: per repeat and run, the ``METRICS`` of all images ranked together, each scored by the
+        candidate chosen without its fold on the scale of that fold's training good images
+        (``on_good_scale``): a test set of the whole set's size, whose F1-max is not inflated by small folds.
+    """
+
+    chosen: list[dict]
+    fixed: np.ndarray
+    groups: list[dict]
+    pooled: list[dict]
 
 
 def cross_validate(
@@ -353,7 +453,7 @@ def cross_validate(
     repeats: int,
     objective: str,
     ratio: float,
-) -> tuple[list[dict], list[dict], list[dict], list[dict]]:
+) -> CrossValidation:
     """Choose on the training folds, measure on the held-out fold.
 
     Arguments:
@@ -362,32 +462,21 @@ def cross_validate(
       runs: (seed, k) of each run.
       n_folds, repeats: folds per partition and number of partitions (seeds 0..repeats−1).
       objective, ratio: see ``choose``.
-    Returns:
-      (rows per repeat, fold and run of the chosen candidate's held-out
-      ``auroc``, ``f1``, ``f1_ratio``; the same for every candidate held fixed;
-      rows per repeat, fold, run and held-out anomaly group of its AUROC;
-      rows per repeat and run of the pooled metrics: every image scored by the
-      candidate chosen without its fold, all folds' images ranked together, a
-      test set of the whole set's size, on which F1-max is not inflated by a
-      small fold).
     """
     labels, groups = images.labels, np.asarray(images.groups)
-    chosen_rows, fixed_rows, group_rows, pooled_rows = [], [], [], []
+    fixed = np.zeros((repeats, n_folds, *scores.shape[:2], len(METRICS)))
+    chosen, group_rows, pooled_rows = [], [], []
     for repeat in range(repeats):
         folds = make_folds(labels, groups, n_folds, repeat)
         pooled = np.zeros(scores.shape[1:])
         for fold in range(n_folds):
             held = folds == fold
             best = choose(scores, labels, ~held, objective, ratio)
-            pooled[:, held] = scores[best][:, held]
-            for candidate in range(len(scores)):
-                for run, (seed, k) in enumerate(runs):
-                    auroc, f1, f1_ratio = fold_metrics(labels[held], scores[candidate, run, held], ratio)
-                    row = {"repeat": repeat, "fold": fold, "seed": seed, "k_shot": k, "candidate": candidate,
-                           "auroc": auroc, "f1": f1, "f1_ratio": f1_ratio}
-                    fixed_rows.append(row)
-                    if candidate == best:
-                        chosen_rows.append(row)
+            fixed[repeat, fold] = subset_metrics(scores, labels, held, ratio)
+            pooled[:, held] = on_good_scale(scores[best], held, ~held & (labels == 0))
+            for run, (seed, k) in enumerate(runs):
+                chosen.append({"repeat": repeat, "fold": fold, "seed": seed, "k_shot": k, "candidate": best,
+                               **dict(zip(METRICS, fixed[repeat, fold, best, run]))})
             good = held & (labels == 0)
             for name in dict.fromkeys(groups[held & (labels == 1)]):
                 members = good | (held & (groups == name) & (labels == 1))
@@ -396,9 +485,9 @@ def cross_validate(
                     group_rows.append({"repeat": repeat, "fold": fold, "seed": seed, "k_shot": k, "group": name,
                                        "candidate": best, "auroc": auroc})
         for run, (seed, k) in enumerate(runs):
-            auroc, f1, f1_ratio = fold_metrics(labels, pooled[run], ratio)
-            pooled_rows.append({"repeat": repeat, "seed": seed, "k_shot": k, "auroc": auroc, "f1": f1, "f1_ratio": f1_ratio})
-    return chosen_rows, fixed_rows, group_rows, pooled_rows
+            metrics = row_metrics(labels, pooled[run][None], ratio)[0]
+            pooled_rows.append({"repeat": repeat, "seed": seed, "k_shot": k, **dict(zip(METRICS, metrics))})
+    return CrossValidation(chosen, fixed, group_rows, pooled_rows)
 
 
 # --------------------------------------------------------------------- reports
@@ -416,31 +505,34 @@ def summary_table(rows: Sequence[Mapping], shots: Sequence[int], title: str) -> 
 
 
 def candidate_rows(
-    scores: np.ndarray, images: ImageSet, runs: Sequence[tuple[int, int]], fixed: Sequence[Mapping], names: Sequence[str],
-    chosen: Sequence[Mapping], ratio: float,
+    scores: np.ndarray, images: ImageSet, runs: Sequence[tuple[int, int]], result: CrossValidation, names: Sequence[str],
+    ratio: float,
 ) -> list[dict]:
-    """Per candidate and k: in-sample metrics on all images, held-out means when held fixed, times chosen."""
+    """Per candidate and k: in-sample metrics on all images, held-out mean and std when held fixed, times chosen."""
+    in_sample = subset_metrics(scores, images.labels, np.ones(len(images.labels), bool), ratio)
+    times = np.bincount([row["candidate"] for row in result.chosen], minlength=len(names)) // len(runs)
     rows = []
-    for candidate, name in enumerate(names):
-        for k in sorted({k for _, k in runs}):
-            in_sample = [fold_metrics(images.labels, scores[candidate, r], ratio) for r, (_, kk) in enumerate(runs) if kk == k]
-            held = [row for row in fixed if row["candidate"] == candidate and row["k_shot"] == k]
+    for k in sorted({k for _, k in runs}):
+        at_k = [r for r, (_, kk) in enumerate(runs) if kk == k]
+        held = np.moveaxis(result.fixed[:, :, :, at_k], 2, 0).reshape(len(names), -1, len(METRICS))
+        for candidate, name in enumerate(names):
             rows.append({
                 "candidate": candidate, "name": name, "k_shot": k,
-                "auroc_all": np.mean([m[0] for m in in_sample]), "f1_all": np.mean([m[1] for m in in_sample]),
-                "f1_ratio_all": np.mean([m[2] for m in in_sample]),
-                **{f"{m}_folds": np.mean([row[m] for row in held]) for m in ("auroc", "f1", "f1_ratio")},
-                **{f"{m}_folds_std": np.std([row[m] for row in held]) for m in ("auroc", "f1", "f1_ratio")},
-                "times_chosen": sum(1 for row in chosen if row["candidate"] == candidate) // len(runs),
+                **{f"{m}_all": in_sample[candidate, at_k, i].mean() for i, m in enumerate(METRICS)},
+                **{f"{m}_folds": held[candidate, :, i].mean() for i, m in enumerate(METRICS)},
+                **{f"{m}_folds_std": held[candidate, :, i].std() for i, m in enumerate(METRICS)},
+                "times_chosen": int(times[candidate]),
             })
-    return rows
+    return sorted(rows, key=lambda row: (row["candidate"], row["k_shot"]))
 
 
-def markdown_report(
-    chosen: Sequence[Mapping], pooled: Sequence[Mapping], candidates: Sequence[Mapping], groups: Sequence[Mapping],
-    shots: Sequence[int], header: str,
-) -> str:
-    """The report: the cross-validated estimates, the candidates, the groups."""
+def markdown_report(result: CrossValidation, candidates: Sequence[Mapping], shots: Sequence[int], header: str) -> str:
+    """The report: the cross-validated estimates, some candidates, the groups.
+
+    Candidates listed: the preset, every candidate chosen on some fold, and the
+    ten best in-sample (mean over k of AUROC and of F1-max at the ratio).
+    """
+    chosen, pooled, groups = result.chosen, result.pooled, result.groups
     lines = [header, ""]
     lines += summary_table(chosen, shots, "## Cross-validated per fold (chosen on the other folds; mean ± std over repeats, folds, seeds)")
     lines += summary_table(pooled, shots, "## Cross-validated, pooled (each fold scored by its own choice, all folds ranked together; "
@@ -449,8 +541,13 @@ def markdown_report(
               "| # | candidate | chosen | " + " | ".join(f"AUROC k={k} all / folds" for k in shots)
               + " | " + " | ".join(f"F1 ratio k={k} all / folds" for k in shots) + " |",
               "|---|---|---|" + "---|" * 2 * len(shots)]
-    for index in sorted({row["candidate"] for row in candidates}):
-        at = {row["k_shot"]: row for row in candidates if row["candidate"] == index}
+    by_candidate: dict[int, dict[int, Mapping]] = defaultdict(dict)
+    for row in candidates:
+        by_candidate[row["candidate"]][row["k_shot"]] = row
+    in_sample = {c: np.mean([[r["auroc_all"], r["f1_ratio_all"]] for r in at.values()]) for c, at in by_candidate.items()}
+    shown = {0, *(row["candidate"] for row in chosen), *sorted(in_sample, key=in_sample.get, reverse=True)[:10]}
+    for index in sorted(shown):
+        at = by_candidate[index]
         first = at[shots[0]]
         cells = [f"{at[k]['auroc_all']:.3f} / {at[k]['auroc_folds']:.3f} ± {at[k]['auroc_folds_std']:.3f}" for k in shots]
         cells += [f"{at[k]['f1_ratio_all']:.3f} / {at[k]['f1_ratio_folds']:.3f}" for k in shots]
@@ -488,6 +585,7 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--folds", type=int, default=3, help="folds per partition (default 3)")
     group.add_argument("--repeats", type=int, default=5, help="fold partitions (default 5)")
     group.add_argument("--objective", choices=OBJECTIVES, default="auroc", help="what the choice maximises (default auroc)")
+    group.add_argument("--reuse", type=Path, help=f"take the candidates' scores from OUT/{SCORES_FILE} of an earlier run")
     group.add_argument("--f1-ratio", type=parse_ratio, default=parse_ratio("57:71"),
                        help="good:anomalous ratio of the reweighted F1-max (default 57:71)")
     return parser
@@ -513,19 +611,32 @@ def main(argv: list[str] | None = None) -> int:
         images = load_image_set(data, args.groups, args.extra_good)
         runs = [(seed, k) for seed in args.seeds for k in args.shots]
         make_folds(images.labels, images.groups, args.folds, 0)  # fails before any work when the folds cannot be made
-        scores = score_candidates(args, settings, data, images, runs)
-        chosen, fixed, groups, pooled = cross_validate(scores, images, runs, args.folds, args.repeats, args.objective, args.f1_ratio)
-        candidates = candidate_rows(scores, images, runs, fixed, names, chosen, args.f1_ratio)
+        if args.reuse is not None:
+            scores = reused_scores(args.reuse, names, images, runs)
+        else:
+            from loco_ad.pipeline import Pipeline
+
+            cache = pipeline_from_args(args).cache
+            scores = score_candidates(
+                settings, data, images, runs,
+                lambda config: Pipeline(config, cache=cache, weights_dir=args.weights_dir, device=args.device, progress=False),
+                progress=not args.quiet,
+            )
+            args.out.mkdir(parents=True, exist_ok=True)
+            np.savez_compressed(args.out / SCORES_FILE, scores=scores, names=np.array(names), files=np.array(images.files),
+                                runs=np.array(runs))
+        result = cross_validate(scores, images, runs, args.folds, args.repeats, args.objective, args.f1_ratio)
+        candidates = candidate_rows(scores, images, runs, result, names, args.f1_ratio)
         n_good = int((images.labels == 0).sum())
         header = (f"# Cross-validation: {data.name}, preset {get_preset(args.preset).name}, {len(knobs)} candidates, "
                   f"{n_good} good / {len(images.labels) - n_good} anomalous images, {args.folds} folds × {args.repeats} "
                   f"repeats, seeds {' '.join(map(str, args.seeds))}, objective {args.objective}, "
                   f"F1 ratio {args.f1_ratio:.3f} goods per anomaly")
-        report = markdown_report(chosen, pooled, candidates, groups, args.shots, header)
-        write_csv(args.out / "cv_folds.csv", [{**r, "name": names[r["candidate"]]} for r in chosen])
+        report = markdown_report(result, candidates, args.shots, header)
+        write_csv(args.out / "cv_folds.csv", [{**r, "name": names[r["candidate"]]} for r in result.chosen])
         write_csv(args.out / "cv_candidates.csv", candidates)
-        write_csv(args.out / "cv_groups.csv", groups)
-        write_csv(args.out / "cv_pooled.csv", pooled)
+        write_csv(args.out / "cv_groups.csv", result.groups)
+        write_csv(args.out / "cv_pooled.csv", result.pooled)
         write_atomic(args.out / "cv.md", report)
         print(report)
         print(f"results written to {args.out}/")

@@ -133,6 +133,10 @@ class Ensemble:
       combination: ``"sum"`` (the design's: a scorer contributes raw / weight)
         or ``"log"`` (it contributes log(raw / weight + log_offset)).
       log_offset: keeps a score of 0 finite in ``"log"`` mode.
+      cap: a normalised score (raw / weight) above ``cap`` counts as ``cap``
+        (None: no cap), so that no scorer outweighs the others on its own
+        beyond a point: a good image of a variant no reference shows
+        makes the composition scorers explode, a real defect shows in several.
     """
 
     def __init__(
@@ -142,6 +146,7 @@ class Ensemble:
         scorer_params: Mapping[str, Mapping[str, object]] | None = None,
         combination: str = "sum",
         log_offset: float = 0.1,
+        cap: float | None = None,
     ) -> None:
         if combination not in ("sum", "log"):
             raise ConfigError(f"unknown combination {combination!r}; choose sum or log")
@@ -150,6 +155,7 @@ class Ensemble:
         self.scorer_params = {name: dict(params) for name, params in (scorer_params or {}).items()}
         self.combination = combination
         self.log_offset = log_offset
+        self.cap = cap
 
     def _make(self, name: str) -> Scorer:
         return make_scorer(name, **self.scorer_params.get(name, {}))
@@ -177,6 +183,8 @@ class Ensemble:
     def contribution(self, name: str, raw: float | np.ndarray, weight: float) -> float | np.ndarray:
         """What scorer ``name`` adds to the ensemble score for a raw score (or an array of them) and its weight."""
         normalised = np.asarray(raw) / weight
+        if self.cap is not None:
+            normalised = np.minimum(normalised, self.cap)
         if self.combination == "log":
             normalised = np.log(normalised + self.log_offset)
         return self.multipliers.get(name, 1.0) * normalised

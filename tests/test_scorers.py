@@ -202,3 +202,41 @@ def test_foreground_bank_holds_outline_patches(references) -> None:
     test = dataclasses.replace(reference, patch_labels=patch_labels)
     score = make_scorer("foreground").fit([reference]).score(test)
     assert score.value == pytest.approx(0.0, abs=1e-5)
+
+
+def _parts(columns: list[int]) -> ImageAnalysis:
+    """A 4×4-patch image (2-px patches) whose patch columns hold the given classes, one-hot features per class."""
+    patch_labels = np.tile(np.array(columns, np.int32), (4, 1))
+    labels = np.kron(patch_labels, np.ones((2, 2), np.int32))
+    patches = np.eye(5, dtype=np.float32)[patch_labels]
+    rgb = np.zeros((8, 8, 3), np.uint8)
+    return ImageAnalysis(rgb, rgb.astype(np.float32), labels, labels, patches, patch_labels, n_classes=5)
+
+
+@pytest.mark.parametrize("name", ["class_agnostic", "foreground"])
+def test_reference_penalty_sees_parts_that_never_go_together(name) -> None:
+    # classes 1/2: orange/red juice (three columns), 3/4: orange/red icon (one column)
+    orange, red, mismatch = _parts([1, 1, 1, 3]), _parts([2, 2, 2, 4]), _parts([1, 1, 1, 4])
+    pooled = make_scorer(name, top_fraction=0.25).fit([orange, red])
+    assert pooled.score(mismatch).value == pytest.approx(0.0)  # every patch exists in some reference
+    penalised = make_scorer(name, top_fraction=0.25, reference_penalty=0.5).fit([orange, red])
+    # composition gaps (√ shares): to orange √(¼ + ¼), to red √(¾ + ¾); the red icon column is explained only
+    # by the red reference, at a penalty of 0.5 × (√1.5 − √0.5); the juice columns match the orange one exactly
+    assert penalised.score(mismatch).value == pytest.approx(0.5 * (np.sqrt(1.5) - np.sqrt(0.5)), rel=1e-5)
+    assert penalised.score(orange).value == pytest.approx(0.0)
+    assert make_scorer(name, reference_penalty=0.5).fit([orange]).score(mismatch).value == pytest.approx(
+        make_scorer(name).fit([orange]).score(mismatch).value
+    )  # one reference: nothing to relate
+
+
+def test_class_aware_reduce_over_patches_does_not_take_the_worst_class() -> None:
+    reference = _parts([1, 1, 2, 2])
+    test = _parts([1, 1, 2, 2])
+    cos = np.cos(np.deg2rad(60))
+    test.patches[:, 3] = np.array([0, 0, cos, np.sin(np.deg2rad(60)), 0], np.float32)  # class 2's last column: distance 0.5
+    class_max = make_scorer("class_aware", top_fraction=1.0).fit([reference]).score(test).value
+    patches = make_scorer("class_aware", top_fraction=1.0, reduce="patches").fit([reference]).score(test).value
+    assert class_max == pytest.approx(0.25)  # class 2: half its patches at 0.5
+    assert patches == pytest.approx(0.125)  # a quarter of all patches at 0.5
+    with pytest.raises(ConfigError):
+        make_scorer("class_aware", reduce="mean")

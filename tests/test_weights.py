@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from loco_ad.analysis import Score
-from loco_ad.errors import DataError
+from loco_ad.errors import ConfigError, DataError
 from loco_ad.features import make_scorer
 from loco_ad.weights import FALLBACK_SCALES, WEIGHT_FLOOR_FRACTION, Ensemble, leave_one_out_weight
 from tests.analyses import analysis_from_scene
@@ -111,3 +111,17 @@ def test_ensemble_passes_scorer_params(references) -> None:
 def test_ensemble_needs_references() -> None:
     with pytest.raises(DataError):
         Ensemble(("histogram",)).fit([])
+
+
+def test_log_combination_and_cap_by_hand(references) -> None:
+    plain = Ensemble(("histogram",))
+    assert plain.contribution("histogram", 3.0, 2.0) == pytest.approx(1.5)
+    log = Ensemble(("histogram",), multipliers={"histogram": 2.0}, combination="log", log_offset=0.1, cap=1.2)
+    assert log.contribution("histogram", 3.0, 2.0) == pytest.approx(2.0 * np.log(1.2 + 0.1))
+    assert log.contribution("histogram", 1.0, 2.0) == pytest.approx(2.0 * np.log(0.5 + 0.1))
+    fitted = Ensemble(("class_agnostic", "histogram"), combination="log").fit(references)
+    result = fitted.score(analysis_from_scene(make_scene("missing", seed=5)))
+    for name in ("class_agnostic", "histogram"):
+        assert result.scores[name] == pytest.approx(np.log(result.raw_scores[name] / fitted.weights[name] + 0.1))
+    with pytest.raises(ConfigError):
+        Ensemble(("histogram",), combination="max")
