@@ -149,7 +149,7 @@ def run(args: argparse.Namespace) -> int:
         raise DataError(f"good image {error.path} cannot be read ({error.reason}); fix or remove it") from None
     scorers = pipeline.config.scorers
     if args.threshold is None:
-        threshold, rule = auto_threshold(pipeline.leave_one_out_scores(), len(scorers))
+        threshold, rule = auto_threshold(pipeline.leave_one_out_scores(), pipeline.ensemble.value_at_weights())
     else:
         threshold, rule = args.threshold, "given with --threshold"
     items, pictures = _score(pipeline, images, args.images, threshold, args.out)

@@ -91,26 +91,28 @@ class ReportMeta:
     extra: dict = field(default_factory=dict)
 
 
-def auto_threshold(loo_scores: Sequence[float], n_scorers: int) -> tuple[float, str]:
+def auto_threshold(loo_scores: Sequence[float], at_weights: float) -> tuple[float, str]:
     """Choose the verdict threshold from the leave-one-out scores of the good references.
 
     Rule: the largest leave-one-out ensemble score, i.e. the score of the
     least typical good reference when judged against the other k - 1. Test
     images are judged against all k references, so a good test image usually
     scores below it. With no leave-one-out scores (k = 1) the threshold is
-    ``n_scorers``: each normalised scorer is about 1 on the worst good image by
-    construction of the leave-one-out weights (and of the k = 1 fallback scales),
-    so their sum is about ``n_scorers``.
+    ``at_weights``, the ensemble score of an image on which every scorer
+    scores its weight (``Ensemble.value_at_weights``): each normalised scorer
+    is about 1 on the worst good image by construction of the leave-one-out
+    weights (and of the k = 1 fallback scales).
 
     Arguments:
       loo_scores: ensemble score of each good reference when left out of the fit
         (``Pipeline.leave_one_out_scores()``; empty for k = 1).
-      n_scorers: number of enabled scorers.
+      at_weights: the ensemble score with every scorer at its weight (the
+        number of scorers for the plain sum).
     Returns:
       the threshold and a sentence saying how it was chosen.
     """
     if len(loo_scores) == 0:
-        return float(n_scorers), f"auto: k = 1, no leave-one-out scores; number of scorers ({n_scorers})"
+        return float(at_weights), f"auto: k = 1, no leave-one-out scores; every scorer at its scale ({at_weights:.4g})"
     threshold = float(np.max(loo_scores))
     return threshold, f"auto: largest leave-one-out score of the {len(loo_scores)} good references"
 

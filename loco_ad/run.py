@@ -58,7 +58,7 @@ class EvaluationReport:
         if (seed, k) != (self.seed, self.k):
             return
         scorers = self.pipeline.config.scorers
-        threshold, rule = auto_threshold(self.pipeline.leave_one_out_scores(), len(scorers))
+        threshold, rule = auto_threshold(self.pipeline.leave_one_out_scores(), self.pipeline.ensemble.value_at_weights())
         items = [
             ReportItem(
                 name=str(sample.path.relative_to(data.root / "test")),

@@ -7,10 +7,12 @@ out, for each of the k references. A test score divided by this weight is about
 1 for an image as unusual as the most unusual reference, so the scorers can be
 summed.
 
-``Ensemble(combination="log")`` sums log(score / weight + offset) instead: the
-log of a product of the normalised scores, so that one scorer that explodes
-on an image (a composition scorer on a good image of a variant no reference
-shows) weighs less against the others than in the plain sum.
+By default (``Ensemble(combination="log", cap=2)``) the ensemble sums
+log(min(score / weight, cap) + offset) instead: the log of a product of the
+normalised scores, each capped, so that one scorer that explodes on an image
+(a composition scorer on a good image of a variant no reference shows) weighs
+less against the others than in the design's plain sum
+(``combination="sum", cap=None``).
 """
 
 from __future__ import annotations
@@ -130,13 +132,17 @@ class Ensemble:
       scorer_names: scorer ids (see ``loco_ad.features.SCORERS``).
       multipliers: optional per-scorer factor on the contribution (default 1).
       scorer_params: optional per-scorer constructor keyword arguments.
-      combination: ``"sum"`` (the design's: a scorer contributes raw / weight)
-        or ``"log"`` (it contributes log(raw / weight + log_offset)).
+      combination: ``"log"`` (default: a scorer contributes log(raw / weight +
+        log_offset)) or ``"sum"`` (the design's: it contributes raw / weight).
       log_offset: keeps a score of 0 finite in ``"log"`` mode.
       cap: a normalised score (raw / weight) above ``cap`` counts as ``cap``
         (None: no cap), so that no scorer outweighs the others on its own
         beyond a point: a good image of a variant no reference shows
         makes the composition scorers explode, a real defect shows in several.
+
+    The defaults (log, cap 2) were chosen by ``experiments/cross_validate.py``
+    on the shared juice_bottle subset (offline preset), over the design's
+    plain sum with no cap.
     """
 
     def __init__(
@@ -144,9 +150,9 @@ class Ensemble:
         scorer_names: Sequence[str],
         multipliers: Mapping[str, float] | None = None,
         scorer_params: Mapping[str, Mapping[str, object]] | None = None,
-        combination: str = "sum",
+        combination: str = "log",
         log_offset: float = 0.1,
-        cap: float | None = None,
+        cap: float | None = 2.0,
     ) -> None:
         if combination not in ("sum", "log"):
             raise ConfigError(f"unknown combination {combination!r}; choose sum or log")
@@ -188,6 +194,10 @@ class Ensemble:
         if self.combination == "log":
             normalised = np.log(normalised + self.log_offset)
         return self.multipliers.get(name, 1.0) * normalised
+
+    def value_at_weights(self) -> float:
+        """The ensemble score of an image on which every enabled scorer scores exactly its weight."""
+        return float(sum(self.contribution(name, 1.0, 1.0) for name in self.scorer_names))
 
     def score(self, image: ImageAnalysis) -> EnsembleScore:
         """Score one image with every scorer; the value sums the contributions, the map the maps divided by the weights."""

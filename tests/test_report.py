@@ -76,11 +76,11 @@ def _meta(threshold: float = 1.0) -> ReportMeta:
 
 def test_auto_threshold_hand_worked() -> None:
     # three good references: the largest leave-one-out score is the threshold
-    threshold, rule = auto_threshold([1.25, 2.5, 1.75], n_scorers=3)
+    threshold, rule = auto_threshold([1.25, 2.5, 1.75], at_weights=3.0)
     assert threshold == 2.5
     assert "leave-one-out" in rule and "3" in rule
     # k = 1: no leave-one-out scores, each normalised scorer ≈ 1 on the worst good image
-    threshold, rule = auto_threshold([], n_scorers=3)
+    threshold, rule = auto_threshold([], at_weights=3.0)
     assert threshold == 3.0
     assert "k = 1" in rule
 

@@ -65,7 +65,7 @@ def references():
 
 def test_ensemble_sums_normalised_scores(references) -> None:
     names = ("class_agnostic", "foreground", "histogram", "location")
-    ensemble = Ensemble(names, multipliers={"location": 0.5}).fit(references)
+    ensemble = Ensemble(names, multipliers={"location": 0.5}, combination="sum", cap=None).fit(references)
     assert not ensemble.used_fallback
     for name in names:
         expected = leave_one_out_weight(lambda: make_scorer(name), references)
@@ -114,14 +114,16 @@ def test_ensemble_needs_references() -> None:
 
 
 def test_log_combination_and_cap_by_hand(references) -> None:
-    plain = Ensemble(("histogram",))
+    plain = Ensemble(("histogram",), combination="sum", cap=None)
     assert plain.contribution("histogram", 3.0, 2.0) == pytest.approx(1.5)
     log = Ensemble(("histogram",), multipliers={"histogram": 2.0}, combination="log", log_offset=0.1, cap=1.2)
     assert log.contribution("histogram", 3.0, 2.0) == pytest.approx(2.0 * np.log(1.2 + 0.1))
     assert log.contribution("histogram", 1.0, 2.0) == pytest.approx(2.0 * np.log(0.5 + 0.1))
-    fitted = Ensemble(("class_agnostic", "histogram"), combination="log").fit(references)
+    fitted = Ensemble(("class_agnostic", "histogram"), combination="log", cap=None).fit(references)
     result = fitted.score(analysis_from_scene(make_scene("missing", seed=5)))
     for name in ("class_agnostic", "histogram"):
         assert result.scores[name] == pytest.approx(np.log(result.raw_scores[name] / fitted.weights[name] + 0.1))
+    assert plain.value_at_weights() == 1.0 and Ensemble(("histogram", "colour"), combination="sum").value_at_weights() == 2.0
+    assert log.value_at_weights() == pytest.approx(2.0 * np.log(1.1))
     with pytest.raises(ConfigError):
         Ensemble(("histogram",), combination="max")

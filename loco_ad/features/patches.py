@@ -112,12 +112,13 @@ class ClassAgnosticScorer:
     Arguments:
       n_neighbours: nearest reference patches averaged per test patch.
       top_fraction: share of the largest patch distances averaged into the image score.
-      reference_penalty: λ of the composition penalty (module docstring); 0 pools all references in one bank.
+      reference_penalty: λ of the composition penalty (module docstring); 0 pools all references in one bank
+        (the design's definition).
     """
 
     name = "class_agnostic"
 
-    def __init__(self, n_neighbours: int = 1, top_fraction: float = 0.02, reference_penalty: float = 0.0) -> None:
+    def __init__(self, n_neighbours: int = 1, top_fraction: float = 0.02, reference_penalty: float = 0.2) -> None:
         self.n_neighbours = n_neighbours
         self.top_fraction = top_fraction
         self.reference_penalty = reference_penalty
@@ -222,11 +223,13 @@ class ForegroundScorer:
     Arguments:
       n_neighbours: nearest reference patches averaged per test patch.
       top_fraction: share of the largest foreground patch distances averaged into the image score.
+      reference_penalty: λ of the composition penalty (module docstring); 0 pools all references in one bank
+        (the design's definition).
     """
 
     name = "foreground"
 
-    def __init__(self, n_neighbours: int = 1, top_fraction: float = 0.02, reference_penalty: float = 0.0) -> None:
+    def __init__(self, n_neighbours: int = 1, top_fraction: float = 0.02, reference_penalty: float = 0.2) -> None:
         self.n_neighbours = n_neighbours
         self.top_fraction = top_fraction
         self.reference_penalty = reference_penalty
