@@ -234,8 +234,8 @@ def test_class_aware_reduce_over_patches_does_not_take_the_worst_class() -> None
     test = _parts([1, 1, 2, 2])
     cos = np.cos(np.deg2rad(60))
     test.patches[:, 3] = np.array([0, 0, cos, np.sin(np.deg2rad(60)), 0], np.float32)  # class 2's last column: distance 0.5
-    class_max = make_scorer("class_aware", top_fraction=1.0).fit([reference]).score(test).value
-    patches = make_scorer("class_aware", top_fraction=1.0, reduce="patches").fit([reference]).score(test).value
+    class_max = make_scorer("class_aware", top_fraction=1.0, reduce="max").fit([reference]).score(test).value
+    patches = make_scorer("class_aware", top_fraction=1.0).fit([reference]).score(test).value
     assert class_max == pytest.approx(0.25)  # class 2: half its patches at 0.5
     assert patches == pytest.approx(0.125)  # a quarter of all patches at 0.5
     with pytest.raises(ConfigError):
