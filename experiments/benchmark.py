@@ -225,7 +225,7 @@ def bench_detector(config: PipelineConfig, rgb: np.ndarray, grid: tuple[int, int
         start = time.perf_counter()
         for test in tests:
             detector.score(test)
-        rows.append(dict(preset=config.name, k=k, scorers="+".join(config.ensemble.scorers), patches=grid[0] * grid[1],
+        rows.append(dict(preset=config.name, k=k, scorers="+".join(detector.scorer_names), patches=grid[0] * grid[1],
                          dim=dim, fit_s=fit_s, score_s_per_image=(time.perf_counter() - start) / len(tests)))
     return rows
 

@@ -223,6 +223,7 @@ def test_reference_penalty_sees_parts_that_never_go_together(name) -> None:
     # composition gaps (√ shares): to orange √(¼ + ¼), to red √(¾ + ¾); the red icon column is explained only
     # by the red reference, at a penalty of 0.5 × (√1.5 − √0.5); the juice columns match the orange one exactly
     assert penalised.score(mismatch).value == pytest.approx(0.5 * (np.sqrt(1.5) - np.sqrt(0.5)), rel=1e-5)
+    assert np.abs(penalised.score(mismatch).map).max() == pytest.approx(0.0, abs=1e-6)  # the map: plain distances
     assert penalised.score(orange).value == pytest.approx(0.0)
     assert make_scorer(name, reference_penalty=0.5).fit([orange]).score(mismatch).value == pytest.approx(
         make_scorer(name, reference_penalty=0.0).fit([orange]).score(mismatch).value
