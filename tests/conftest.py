@@ -1,5 +1,6 @@
 """Shared fixtures: the bundled real sample, the larger real subset (when present), a tiny synthetic LOCO tree,
-a decompression-bomb PNG, a read-only folder and a network that cannot be reached."""
+a decompression-bomb PNG, a read-only folder, a network that cannot be reached, and (for every test) no network
+beyond this machine."""
 
 from __future__ import annotations
 
@@ -19,6 +20,32 @@ from tests.loco_tree import make_loco_tree
 # $LOCO_AD_SHARED_DATA, else the project's shared folder beside the checkout.
 SHARED_DATA_ENV = "LOCO_AD_SHARED_DATA"
 LOCO_SUBSET = Path(__file__).resolve().parents[2] / "shared" / "data" / "mvtec_loco_subset"
+
+
+_LOCAL_HOSTS = {"127.0.0.1", "::1", "localhost"}
+
+
+@pytest.fixture(autouse=True)
+def only_this_machine(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test: resolving or connecting to any host but this machine fails at once, so no test reaches a hub.
+
+    Downloads are mocked where a test needs one; anything unmocked that tries the network gets an ``OSError``, as
+    it would with no network, instead of reaching Hugging Face or dl.fbaipublicfiles.com.
+    """
+    real_connect, real_getaddrinfo = socket.socket.connect, socket.getaddrinfo
+
+    def connect(sock: socket.socket, address) -> None:
+        if sock.family in (socket.AF_INET, socket.AF_INET6) and address[0] not in _LOCAL_HOSTS:
+            raise OSError(f"tests must not reach the network (connect to {address[0]})")
+        return real_connect(sock, address)
+
+    def getaddrinfo(host, *args, **kwargs):
+        if host is not None and str(host) not in _LOCAL_HOSTS:
+            raise socket.gaierror(f"tests must not reach the network (lookup of {host})")
+        return real_getaddrinfo(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
 
 
 @pytest.fixture

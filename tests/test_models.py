@@ -344,3 +344,11 @@ def test_check_weights_lets_a_download_start_when_the_host_answers(isolated, mon
     with socket.create_server(("127.0.0.1", 0)) as proxy:
         monkeypatch.setenv("https_proxy", f"http://127.0.0.1:{proxy.getsockname()[1]}")
         models.check_weights("vit_b", "facebook/dinov2-small")
+
+
+def test_no_test_can_reach_a_hub() -> None:
+    """The autouse guard of tests/conftest.py: a lookup or a connection beyond this machine fails at once."""
+    with pytest.raises(OSError, match="must not reach the network"):
+        socket.create_connection(("huggingface.co", 443), timeout=1)
+    with socket.socket() as sock, pytest.raises(OSError, match="must not reach the network"):
+        sock.connect(("93.184.216.34", 443))
