@@ -51,6 +51,19 @@ def assert_same_weights(model: torch.nn.Module, state: dict) -> None:
     assert all(torch.equal(loaded[k], state[k]) for k in state)
 
 
+def spy_on_from_pretrained(monkeypatch) -> list[tuple[str, dict]]:
+    """Record every ``Dinov2Model.from_pretrained(source, **kwargs)`` call, then let the real one run (offline here)."""
+    calls: list[tuple[str, dict]] = []
+    real = Dinov2Model.from_pretrained.__func__
+
+    def spy(cls, source, **kwargs):
+        calls.append((source, kwargs))
+        return real(cls, source, **kwargs)
+
+    monkeypatch.setattr(Dinov2Model, "from_pretrained", classmethod(spy))
+    return calls
+
+
 def test_sam_from_weights_dir(isolated):
     state = save_tiny_sam(isolated / "weights" / SAM_FILE)
     model = models.load_sam("vit_b", weights_dir=isolated / "weights")
@@ -136,14 +149,7 @@ def test_dinov2_from_weights_dir(isolated, monkeypatch):
 
 def test_dinov2_offline_and_missing_is_a_clear_error(isolated, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    calls = []
-    real = Dinov2Model.from_pretrained.__func__
-
-    def spy(cls, source, **kwargs):
-        calls.append((source, kwargs))
-        return real(cls, source, **kwargs)
-
-    monkeypatch.setattr(Dinov2Model, "from_pretrained", classmethod(spy))
+    calls = spy_on_from_pretrained(monkeypatch)
     with pytest.raises(ModelWeightsError) as info:
         models.load_dinov2("loco-ad-test/dinov2-absent", weights_dir=isolated / "weights")
     message = str(info.value)
@@ -279,14 +285,7 @@ def fill_hub_cache(root: Path, model_id: str, model: Dinov2Model) -> None:
 def test_dinov2_from_hub_cache_without_asking_the_hub(isolated, monkeypatch):
     saved = tiny_dinov2(seed=4)
     fill_hub_cache(isolated, "facebook/dinov2-small", saved)
-    calls = []
-    real = Dinov2Model.from_pretrained.__func__
-
-    def spy(cls, source, **kwargs):
-        calls.append((source, kwargs))
-        return real(cls, source, **kwargs)
-
-    monkeypatch.setattr(Dinov2Model, "from_pretrained", classmethod(spy))
+    calls = spy_on_from_pretrained(monkeypatch)
     assert_same_weights(models.load_dinov2("facebook/dinov2-small"), saved.state_dict())
     assert calls == [("facebook/dinov2-small", {"use_safetensors": True, "local_files_only": True})]
 

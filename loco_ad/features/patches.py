@@ -71,37 +71,6 @@ class _PatchBank:
         return np.clip(1.0 - similarities.mean(axis=1), 0.0, None).astype(np.float32)
 
 
-class _ReferenceBanks:
-    """One ``_PatchBank`` per reference image, searched with a per-reference penalty (see the module docstring).
-
-    Arguments:
-      features: per reference, its N_r×D bank features (a reference with none is skipped).
-      compositions: per reference, the square roots of its class pixel shares.
-      n_neighbours: nearest reference patches averaged per query, within one reference.
-      penalty: λ, the weight of the composition distance.
-      gpu: put the indexes on the GPU.
-    """
-
-    def __init__(
-        self, features: Sequence[np.ndarray], compositions: Sequence[np.ndarray], n_neighbours: int, penalty: float, gpu: bool
-    ) -> None:
-        kept = [i for i, f in enumerate(features) if len(f)]
-        self.banks = [_PatchBank(features[i], n_neighbours, gpu) for i in kept]
-        self.compositions = np.stack([compositions[i] for i in kept])
-        self.penalty = penalty
-
-    def distances(self, queries: np.ndarray, composition: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Distances of M×D queries from an image whose square-root class shares are ``composition``.
-
-        Returns:
-          (penalised, plain): M float32 each; plain is the distance to the nearest reference without the penalty.
-        """
-        gap = np.linalg.norm(self.compositions - composition, axis=1)
-        per_reference = np.stack([bank.distances(queries) for bank in self.banks])
-        penalised = (per_reference + self.penalty * (gap - gap.min())[:, None]).min(axis=0)
-        return penalised.astype(np.float32), per_reference.min(axis=0)
-
-
 def _composition(image: ImageAnalysis) -> np.ndarray:
     """Square roots of the image's class pixel shares (classes 1..n_classes−1)."""
     return np.sqrt(class_shares(image, image.n_classes))
@@ -110,28 +79,43 @@ def _composition(image: ImageAnalysis) -> np.ndarray:
 class _Bank:
     """The bank of a class-agnostic or foreground scorer: pooled, or one per reference with a penalty.
 
+    With ``penalty`` > 0 and several references, each reference keeps its own
+    ``_PatchBank`` (a reference with no feature is skipped) and its class
+    composition; otherwise every feature goes into one pooled ``_PatchBank``.
+
     Arguments:
       per_reference: per reference, the N_r×D features that enter the bank.
       references: the reference analyses (their class compositions).
-      n_neighbours, penalty, gpu: as in ``_ReferenceBanks``; a penalty of 0 or
-        a single reference pools every feature in one ``_PatchBank``.
+      n_neighbours: nearest reference patches averaged per query, within one bank.
+      penalty: λ, the weight of the composition distance (see the module docstring).
+      gpu: put the indexes on the GPU.
     """
 
     def __init__(
         self, per_reference: Sequence[np.ndarray], references: Sequence[ImageAnalysis], n_neighbours: int, penalty: float, gpu: bool
     ) -> None:
-        self.pooled, self.split = None, None
-        if penalty > 0 and len(references) > 1:
-            self.split = _ReferenceBanks(per_reference, [_composition(r) for r in references], n_neighbours, penalty, gpu)
+        self.penalty = penalty if len(references) > 1 else 0.0
+        if self.penalty > 0:
+            kept = [i for i, features in enumerate(per_reference) if len(features)]
+            self.banks = [_PatchBank(per_reference[i], n_neighbours, gpu) for i in kept]
+            self.compositions = np.stack([_composition(references[i]) for i in kept])
         else:
-            self.pooled = _PatchBank(np.concatenate(per_reference), n_neighbours, gpu)
+            self.banks = [_PatchBank(np.concatenate(per_reference), n_neighbours, gpu)]
 
     def distances(self, queries: np.ndarray, image: ImageAnalysis) -> tuple[np.ndarray, np.ndarray]:
-        """(penalised, plain) M float32 distances of M×D queries of ``image`` (the same array when pooled)."""
-        if self.split is None:
-            distances = self.pooled.distances(queries)
+        """Distances of M×D queries of ``image``.
+
+        Returns:
+          (penalised, plain): M float32 each; plain is the distance to the nearest
+          reference without the penalty (the same array when the bank is pooled).
+        """
+        if self.penalty == 0:
+            distances = self.banks[0].distances(queries)
             return distances, distances
-        return self.split.distances(queries, _composition(image))
+        gap = np.linalg.norm(self.compositions - _composition(image), axis=1)
+        per_reference = np.stack([bank.distances(queries) for bank in self.banks])
+        penalised = (per_reference + self.penalty * (gap - gap.min())[:, None]).min(axis=0)
+        return penalised.astype(np.float32), per_reference.min(axis=0)
 
 
 def _top_mean(distances: np.ndarray, fraction: float) -> float:
