@@ -1,16 +1,19 @@
 """Image AUROC of every scorer on each group of anomalies (e.g. defect types), from a run's scores.csv.
 
-Example::
+Example (the bundled sample, whose provenance.csv says what each image shows)::
 
     python -m loco_ad.run --preset offline --shots 4 --scorers class_agnostic,class_aware,foreground,embedding,histogram,colour,location --out runs/all7
-    python experiments/anomaly_groups.py --scores runs/all7/scores.csv --groups docs/juice_bottle_subset_groups.csv
+    python experiments/anomaly_groups.py --scores runs/all7/scores.csv \
+        --groups loco_ad/sample_data/juice_bottle/provenance.csv --group-column shows
 
-``--groups`` is a CSV with columns ``file`` (as in scores.csv) and ``group``;
-anomalous images it does not list are left out. For each group, every scorer's
-column (and the ensemble ``score``) is ranked against the good images of the
-same (category, seed, k) and the AUROC is averaged over those runs; a scorer
-column ranks images exactly as that scorer alone would, since it is the raw
-score divided by one weight per run. Prints a markdown table (groups as rows).
+``--groups`` is a CSV with columns ``file`` (as in scores.csv) and ``group``
+(or the column ``--group-column`` names); anomalous images it does not list
+are left out, and so are the good images it lists. For each group, every
+scorer's column (and the ensemble ``score``) is ranked against the good images
+of the same (category, seed, k) and the AUROC is averaged over those runs; a
+scorer column ranks images as that scorer alone would, since it is an
+increasing function of the raw score (up to the ensemble's cap, where it ties).
+Prints a markdown table (groups as rows).
 """
 
 from __future__ import annotations
@@ -44,7 +47,7 @@ def group_aurocs(rows: list[dict], groups: dict[str, str], columns: list[str]) -
     for run in runs.values():
         good = [row for row in run if int(row["label"]) == 0]
         for name in dict.fromkeys(groups.values()):
-            members = [row for row in run if groups.get(row["file"]) == name]
+            members = [row for row in run if int(row["label"]) == 1 and groups.get(row["file"]) == name]
             if not good or not members:
                 continue
             labels = [0] * len(good) + [1] * len(members)
@@ -68,13 +71,17 @@ def read_rows(path: Path) -> list[dict]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python experiments/anomaly_groups.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--scores", type=Path, required=True, help="scores.csv of loco_ad.run")
-    parser.add_argument("--groups", type=Path, required=True, help="CSV with columns file, group")
+    parser.add_argument("--groups", type=Path, required=True, help="CSV with columns file and --group-column")
+    parser.add_argument("--group-column", default="group", help="the CSV column naming each file's group (default group)")
     parser.add_argument("--shots", nargs="+", type=int, help="only these k (default: all in the file)")
     args = parser.parse_args(argv)
 
     def body() -> int:
         rows = [r for r in read_rows(args.scores) if args.shots is None or int(r["k_shot"]) in args.shots]
-        groups = {r["file"]: r["group"] for r in read_rows(args.groups)}
+        try:
+            groups = {r["file"]: r[args.group_column] for r in read_rows(args.groups)}
+        except KeyError as error:
+            raise DataError(f"{args.groups} has no column {error.args[0]}; it needs file and {args.group_column}") from None
         columns = [c for c in ALL_SCORERS if rows and c in rows[0]] + ["score"]
         table = group_aurocs(rows, groups, columns)
         if not table:

@@ -53,3 +53,18 @@ def test_a_column_left_blank_in_a_run_is_averaged_over_the_other_runs() -> None:
     table = group_aurocs(rows, {"a1": "a", "a2": "a"}, ["histogram", "score"])
     assert table["a"]["histogram"] == pytest.approx(0.75)  # seed 0 alone
     assert table["a"]["score"] == pytest.approx(0.75)
+
+
+def test_good_images_listed_in_the_groups_file_stay_good(tmp_path: Path, capsys) -> None:
+    scores, groups = tmp_path / "scores.csv", tmp_path / "groups.csv"
+    rows = scores_rows()
+    with scores.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    groups.write_text("file,shows\ng1,orange\ng2,orange\na1,a\na2,a\n")  # a provenance-like file naming goods too
+    assert main(["--scores", str(scores), "--groups", str(groups), "--group-column", "shows"]) == 0
+    out = capsys.readouterr().out
+    assert "| a | 0.50 | 0.75 |" in out and "orange" not in out
+    assert main(["--scores", str(scores), "--groups", str(groups)]) == 2
+    assert "no column group" in capsys.readouterr().err
