@@ -567,9 +567,6 @@ def main(argv: list[str] | None = None) -> int:
         base = config_from_args(args)
         if printed_config(args, base):
             return 0
-        knobs = read_grid(args.grid, args.grid_file)
-        configs = [candidate_config(base, k) for k in knobs]
-        names = [candidate_name(k) for k in knobs]
         check_output_dir(args.out, "--out folder")
         from loco_ad.evaluate import check_datasets
 
@@ -579,6 +576,9 @@ def main(argv: list[str] | None = None) -> int:
         data = datasets[0]
         check_datasets([data], args.shots)
         images = load_image_set(data, args.groups, args.extra_good)
+        knobs = read_grid(args.grid, args.grid_file)
+        configs = [candidate_config(base, k) for k in knobs]
+        names = [candidate_name(k) for k in knobs]
         runs = [(seed, k) for seed in args.seeds for k in args.shots]
         make_folds(images.labels, images.groups, args.folds, 0)  # fails before any work when the folds cannot be made
         if args.reuse is not None:
