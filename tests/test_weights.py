@@ -140,7 +140,9 @@ def test_log_combination_and_cap_by_hand(references) -> None:
     for name in ("class_agnostic", "histogram"):
         assert result.scores[name] == pytest.approx(np.log(result.raw_scores[name] / fitted.weights[name] + 0.1))
     assert plain.fit(references).value_at_weights() == 1.0
-    assert _detector(("histogram", "colour"), combination="sum").fit(references).value_at_weights() == 2.0
+    preset = CONFIG.ensemble.multipliers  # the offline preset weighs colour down (0.05)
+    summed = _detector(("histogram", "colour"), combination="sum").fit(references).value_at_weights()
+    assert summed == pytest.approx(preset.histogram + preset.colour) and preset.colour < 1
     assert log.fit(references).value_at_weights() == pytest.approx(2.0 * np.log(1.1))
     with pytest.raises(ConfigError):
         Detector({"histogram": _make("histogram")}, combination="max")
@@ -198,3 +200,17 @@ def test_single_reference_scorers_apply_only_at_k_1(references) -> None:
     # none of the listed scorers enabled: all enabled scorers, as without the list
     assert _detector(("histogram",), single_reference_scorers=("foreground",)).names_for(1) == ("histogram",)
     assert CONFIG.ensemble.single_reference_scorers and not CONFIG.with_scorers(names).ensemble.single_reference_scorers
+
+
+def test_offline_preset_weighs_the_four_composition_scorers_down_when_enabled(references) -> None:
+    """All seven enabled (``--scorers``): the default three count fully, the other four at the preset's multipliers."""
+    multipliers = CONFIG.ensemble.multipliers.as_dict()
+    quiet = set(ALL_SCORERS) - set(CONFIG.ensemble.scorers)
+    assert quiet == {"class_aware", "embedding", "colour", "location"}
+    assert all(multipliers[name] == 0.05 for name in quiet) and all(multipliers[name] == 1 for name in CONFIG.ensemble.scorers)
+    detector = build_detector(CONFIG.with_scorers(ALL_SCORERS)).fit(references)
+    result = detector.score(analysis_from_scene(make_scene("missing", seed=3)))
+    for name in ALL_SCORERS:
+        normalised = min(result.raw_scores[name] / detector.weights[name], CONFIG.ensemble.cap)
+        expected = multipliers[name] * np.log(normalised + CONFIG.ensemble.log_offset)
+        assert result.scores[name] == pytest.approx(expected)
