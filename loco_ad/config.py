@@ -109,6 +109,9 @@ class ColourSegmenterConfig(_Settings):
       n_samples: pixels sampled from the references for k-means.
       lightness_weight: factor on L* in the colour distance.
       merge_distance: k-means centres closer than this become one colour.
+      merge_linkage: how groups of centres are compared when merging (scipy
+        ``linkage`` method): ``single`` chains a run of close centres into one colour,
+        ``complete`` merges only groups whose every pair is closer than ``merge_distance``.
     """
 
     n_colours: int = 8
@@ -118,6 +121,7 @@ class ColourSegmenterConfig(_Settings):
     n_samples: int = 20_000
     lightness_weight: float = 0.5
     merge_distance: float = 8.0
+    merge_linkage: Literal["single", "complete"] = "complete"
 
     def _check(self) -> None:
         _require(self.n_colours >= 1, "segmenter.colour_clusters.n_colours must be >= 1")

@@ -107,3 +107,34 @@ def test_real_juice_bottle(loco_sample: Path) -> None:
         assert 3 <= partition.max() <= 30
         assert partition[:20].max() == 0 and partition[:, :30].max() == 0  # black background
         assert partition[250, 112] > 0  # the juice in the middle of the bottle
+
+
+
+def _grey_product(seed: int) -> np.ndarray:
+    """A shaded grey part and a bright part on a shaded grey background (light from the right)."""
+    rng = np.random.default_rng(seed)
+    x = np.linspace(0, 1, 240)[None, :]
+    image = np.repeat(50 + 60 * x, 160, axis=0)  # background, grey 50 to 110
+    image[40:120, 50:130] = 130 + 40 * x[:, 50:130]  # the shaded part, grey 142 to 155
+    image[60:100, 160:210] = 215  # the bright part
+    noisy = np.clip(image + rng.normal(0, 2, image.shape), 0, 255).astype(np.uint8)
+    return np.repeat(noisy[..., None], 3, axis=-1)
+
+
+def test_shaded_grey_part_is_not_merged_into_the_background() -> None:
+    """Single linkage chains the k-means centres along a shading into one colour; complete linkage does not.
+
+    With ``merge_linkage="single"`` the background's and the shaded part's
+    centres, each within ``merge_distance`` of the next, became one colour, so
+    the part touched the borders as background and was lost (a grey product
+    had no foreground at all: scikit-image's ``coins`` gave 1 colour, 0 segments).
+    """
+    references = [_grey_product(seed) for seed in range(2)]
+    image = _grey_product(5)
+    chained = ColourClusterSegmenter(merge_linkage="single").fit(references)
+    assert chained.segment(image)[80, 90] == 0  # the shaded part is background
+    segmenter = ColourClusterSegmenter().fit(references)  # complete linkage, the default
+    partition, classes = segmenter.segment_classes(image)
+    assert partition[0, 0] == 0 and partition[0, -1] == 0  # the background is still background
+    assert partition[80, 90] > 0 and partition[80, 185] > 0 and partition[80, 90] != partition[80, 185]
+    assert classes[80, 55] == classes[80, 125]  # one part, one colour across its shading
