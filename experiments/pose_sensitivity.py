@@ -18,7 +18,9 @@ wrong colour), copied elsewhere (a part doubled or misplaced), a dark
 scratch. Each candidate (the preset, then every value of ``--grid KEY=V1,V2``)
 is fitted on the ``--good`` good draws and scores ``--test-good`` good and
 ``--defects`` defective draws. Prints the image AUROC per photograph, shift
-and candidate and writes them to OUT/pose_sensitivity.csv.
+and candidate, and per candidate and shift the share of good and of defective
+images each automatic threshold rule (``loco_ad.threshold.RULES``) flags;
+writes both to OUT/pose_sensitivity.csv.
 
 Generated images are a proxy: one photograph, moved rigidly, is not a product
 line. The figures say how fast a setting degrades with pose, not what a real
@@ -39,6 +41,7 @@ from loco_ad.config import apply_overrides
 from loco_ad.errors import ConfigError
 from loco_ad.io import check_output_dir, write_csv
 from loco_ad.metrics import auroc_and_f1_max
+from loco_ad.threshold import RULES, threshold_from
 
 WIDTH = 320  # pixels of the photograph's copy that the shifts refer to
 DEFECTS = ("missing", "recoloured", "copied", "scratch")
@@ -140,16 +143,30 @@ def main(argv: list[str] | None = None) -> int:
             for name, image in photographs.items():
                 for shift in args.shifts:
                     references, tests, labels = draw_set(image, shift, args.good, args.test_good, args.defects, args.seed)
-                    scores = [p.score for p in pipeline.fit(references).predict_many(tests, progress=False, remember=False)]
-                    auroc, _ = auroc_and_f1_max(labels, scores)
-                    rows.append({"candidate": " ".join(overrides) or "preset", "image": name, "shift": shift, "auroc": auroc})
-        write_csv(args.out / "pose_sensitivity.csv", rows, ["candidate", "image", "shift", "auroc"])
+                    detector = pipeline.fit(references).detector
+                    scores = np.array([p.score for p in pipeline.predict_many(tests, progress=False, remember=False)])
+                    row = {"candidate": " ".join(overrides) or "preset", "image": name, "shift": shift,
+                           "auroc": auroc_and_f1_max(labels, scores)[0]}
+                    for rule in RULES:
+                        flagged = scores >= threshold_from(detector.leave_one_out_scores(), detector.value_at_weights(), rule)
+                        row[f"fpr_{rule}"], row[f"tpr_{rule}"] = flagged[labels == 0].mean(), flagged[labels == 1].mean()
+                    rows.append(row)
+        rates = [f"{kind}_{rule}" for rule in RULES for kind in ("fpr", "tpr")]
+        write_csv(args.out / "pose_sensitivity.csv", rows, ["candidate", "image", "shift", "auroc", *rates])
         print(f"{'candidate':<44}{'shift':>7}" + "".join(f"{name:>11}" for name in args.images) + f"{'mean':>9}")
         for (overrides, _) in candidates:
             label = " ".join(overrides) or "preset"
             for shift in args.shifts:
                 values = [row["auroc"] for row in rows if row["candidate"] == label and row["shift"] == shift]
                 print(f"{label:<44}{shift:>7g}" + "".join(f"{value:>11.3f}" for value in values) + f"{np.mean(values):>9.3f}")
+        print("\nflagged by each threshold rule, good / defective (means over the photographs):")
+        for (overrides, _) in candidates:
+            label = " ".join(overrides) or "preset"
+            for shift in args.shifts:
+                chosen = [row for row in rows if row["candidate"] == label and row["shift"] == shift]
+                cells = [f"{rule} {np.mean([r[f'fpr_{rule}'] for r in chosen]):.2f} / {np.mean([r[f'tpr_{rule}'] for r in chosen]):.2f}"
+                         for rule in RULES]
+                print(f"{label:<44}{shift:>7g}   " + "   ".join(cells))
         print(f"image AUROC written to {args.out}/pose_sensitivity.csv")
         return 0
 
