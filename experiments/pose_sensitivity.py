@@ -153,15 +153,14 @@ def main(argv: list[str] | None = None) -> int:
                     rows.append(row)
         rates = [f"{kind}_{rule}" for rule in RULES for kind in ("fpr", "tpr")]
         write_csv(args.out / "pose_sensitivity.csv", rows, ["candidate", "image", "shift", "auroc", *rates])
+        names = [" ".join(overrides) or "preset" for overrides, _ in candidates]
         print(f"{'candidate':<44}{'shift':>7}" + "".join(f"{name:>11}" for name in args.images) + f"{'mean':>9}")
-        for (overrides, _) in candidates:
-            label = " ".join(overrides) or "preset"
+        for label in names:
             for shift in args.shifts:
                 values = [row["auroc"] for row in rows if row["candidate"] == label and row["shift"] == shift]
                 print(f"{label:<44}{shift:>7g}" + "".join(f"{value:>11.3f}" for value in values) + f"{np.mean(values):>9.3f}")
         print("\nflagged by each threshold rule, good / defective (means over the photographs):")
-        for (overrides, _) in candidates:
-            label = " ".join(overrides) or "preset"
+        for label in names:
             for shift in args.shifts:
                 chosen = [row for row in rows if row["candidate"] == label and row["shift"] == shift]
                 cells = [f"{rule} {np.mean([r[f'fpr_{rule}'] for r in chosen]):.2f} / {np.mean([r[f'tpr_{rule}'] for r in chosen]):.2f}"

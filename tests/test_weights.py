@@ -202,7 +202,7 @@ def test_single_reference_scorers_apply_only_at_k_1(references) -> None:
     assert CONFIG.ensemble.single_reference_scorers and not CONFIG.with_scorers(names).ensemble.single_reference_scorers
 
 
-def test_offline_preset_weighs_the_four_composition_scorers_down_when_enabled(references) -> None:
+def test_offline_preset_weighs_the_scorers_outside_its_default_down_when_enabled(references) -> None:
     """All seven enabled (``--scorers``): the default three count fully, the other four at the preset's multipliers."""
     multipliers = CONFIG.ensemble.multipliers.as_dict()
     quiet = set(ALL_SCORERS) - set(CONFIG.ensemble.scorers)
