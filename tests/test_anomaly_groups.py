@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import pytest
 
 from experiments.anomaly_groups import group_aurocs, main
+from loco_ad.io import write_csv
 
 
 def scores_rows() -> list[dict]:
@@ -30,12 +30,7 @@ def test_group_aurocs_by_hand() -> None:
 
 
 def test_cli_prints_table_and_rejects_missing_file(tmp_path: Path, capsys) -> None:
-    scores, groups = tmp_path / "scores.csv", tmp_path / "groups.csv"
-    rows = scores_rows()
-    with scores.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    scores, groups = write_csv(tmp_path / "scores.csv", scores_rows()), tmp_path / "groups.csv"
     groups.write_text("file,group\na1,a\na2,a\n")
     assert main(["--scores", str(scores), "--groups", str(groups)]) == 0
     lines = capsys.readouterr().out.splitlines()
@@ -56,12 +51,7 @@ def test_a_column_left_blank_in_a_run_is_averaged_over_the_other_runs() -> None:
 
 
 def test_good_images_listed_in_the_groups_file_stay_good(tmp_path: Path, capsys) -> None:
-    scores, groups = tmp_path / "scores.csv", tmp_path / "groups.csv"
-    rows = scores_rows()
-    with scores.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    scores, groups = write_csv(tmp_path / "scores.csv", scores_rows()), tmp_path / "groups.csv"
     groups.write_text("file,shows\ng1,orange\ng2,orange\na1,a\na2,a\n")  # a provenance-like file naming goods too
     assert main(["--scores", str(scores), "--groups", str(groups), "--group-column", "shows"]) == 0
     out = capsys.readouterr().out
