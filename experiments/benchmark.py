@@ -14,7 +14,8 @@ post-processing, which depends on how many masks pass its quality thresholds
 bound by that part. Without it the weights come through ``loco_ad.models``.
 
 Stages, on ``--images`` copies (shifted) of one image at the preset's working
-resolution: ``segment`` per image (and ``segment_fit`` per reference set for the
+resolution: ``register`` per image onto the first copy (estimate and warp; when
+the preset registers), ``segment`` per image (and ``segment_fit`` per reference set for the
 colour segmenter), ``embed`` of all images in the embedder's batches (bf16 on
 CUDA; the first batch is a warm-up and not timed), ``align`` per image. Then
 the detector at each k on synthetic analyses with the preset's patch grid and
@@ -25,7 +26,9 @@ The projection adds these up for the VAND 2025 protocol on MVTec LOCO AD:
 its 1,568 test images and at most 24 drawn references per category (8 per
 seed, the draws of one seed being nested) go once through the models, and each
 of the 60 fits (5 categories × 3 seeds × 4 k) scores its category's test
-images (a reference-dependent segmenter segments them again for every fit).
+images (a reference-dependent segmenter segments them again for every fit; with
+registration every fit registers them onto its first reference and runs them
+through the models again).
 Times add up as if on one thread; the pipeline aligns and scores test images on
 all CPU cores (when the patch banks are not on a GPU), so the fits part is an
 upper bound there.
@@ -52,12 +55,13 @@ import cv2
 import numpy as np
 
 from loco_ad.analysis import ImageAnalysis
-from loco_ad.build import build_detector, build_embedder, build_segmenter, segmenter_class
+from loco_ad.build import build_detector, build_embedder, build_registration, build_segmenter, segmenter_class
 from loco_ad.cli import run_main
 from loco_ad.config import PRESETS, PipelineConfig, apply_overrides, get_preset
 from loco_ad.io import check_output_dir, write_csv
 from loco_ad.stages.align import align, patch_grid_labels
 from loco_ad.stages.cielab import rgb_to_lab
+from loco_ad.stages.register import warp
 
 SHARED_IMAGE = (
     Path(__file__).resolve().parents[2] / "shared" / "data" / "mvtec_loco_subset" / "juice_bottle" / "train" / "good" / "000.png"
@@ -159,8 +163,13 @@ def stage_row(config: PipelineConfig, stage: str, images: int, measured: tuple, 
 
 
 def bench_models(config: PipelineConfig, images: Sequence[np.ndarray], device: str, random_weights: bool) -> tuple[list[dict], list]:
-    """Rows of the segmenter, embedder and alignment stages, and the segment maps and patch grids they produced."""
+    """Rows of the registration, segmenter, embedder and alignment stages, and the segment maps and patch grids they produced."""
     rows = []
+    registration = build_registration(config)
+    if registration is not None:
+        registration.fit(images[0])
+        for rgb in images:
+            rows.append(stage_row(config, "register", 1, timed("cpu", lambda: _registered(registration, rgb))))
     start = time.perf_counter()
     segmenter = build_segmenter(config, device=device, random_weights=random_weights)
     build_s = time.perf_counter() - start
@@ -187,6 +196,11 @@ def bench_models(config: PipelineConfig, images: Sequence[np.ndarray], device: s
             lab = rgb_to_lab(rgb)
             rows.append(stage_row(config, "align", 1, timed("cpu", lambda: align(reference, segment_map, grid, lab, config.alignment))))
     return rows, patches
+
+
+def _registered(registration, rgb: np.ndarray) -> np.ndarray:
+    matrix = registration.transform(rgb)
+    return rgb if matrix is None else warp(rgb, matrix)
 
 
 def _analysis(rgb: np.ndarray, segment_map: np.ndarray, labels: np.ndarray, patches: np.ndarray, n_classes: int) -> ImageAnalysis:
@@ -235,18 +249,22 @@ def projection(config: PipelineConfig, stages: Sequence[dict], detector: Sequenc
 
     Every image goes once through the embedder (and a per-image segmenter); each
     of the 15 fits per k fits the detector (and a reference-dependent segmenter)
-    and scores its category's test images: 3 seeds × 1,568 test images per k.
+    and scores its category's test images: 3 seeds × 1,568 test images per k;
+    with registration, each fit registers them and runs them through the models again.
     """
     per_image = {stage: float(np.mean([r["s_per_image"] for r in stages if r["stage"] == stage] or [0.0]))
-                 for stage in ("segment", "segment_fit", "embed", "align")}
+                 for stage in ("register", "segment", "segment_fit", "embed", "align")}
     per_image_segment = segmenter_class(config).reference_dependent
-    model_s = (VAND_TEST_IMAGES + VAND_REFERENCES) * (per_image["embed"] + (0.0 if per_image_segment else per_image["segment"]))
+    models_per_image = per_image["embed"] + (0.0 if per_image_segment else per_image["segment"])
+    model_s = (VAND_TEST_IMAGES + VAND_REFERENCES) * models_per_image
     fits_s = 0.0
     for row in detector:
         per_test = row["score_s_per_image"] + per_image["align"] + (per_image["segment"] if per_image_segment else 0.0)
+        if config.registration.motion != "none":
+            per_test += per_image["register"] + models_per_image
         fits_s += VAND_FITS_PER_K * (row["fit_s"] + per_image["segment_fit"]) + 3 * VAND_TEST_IMAGES * per_test
     score_s = float(np.mean([row["score_s_per_image"] for row in detector]))
-    all_stages = per_image["segment"] + per_image["embed"] + per_image["align"] + score_s
+    all_stages = per_image["register"] + per_image["segment"] + per_image["embed"] + per_image["align"] + score_s
     return dict(preset=config.name, s_per_image_all_stages=all_stages, model_min=model_s / 60, fits_min=fits_s / 60,
                 total_min=(model_s + fits_s) / 60)
 

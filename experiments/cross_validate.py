@@ -245,7 +245,8 @@ def score_candidates(
     for members in by_stages.values():
         pipeline = make_pipeline(configs[members[0]])
         draws = [draw_references(data.train, k, seed) for seed, k in runs]
-        pipeline.prepare_many(sorted({p for draw in draws for p in draw}) + images.paths)
+        if pipeline.config.registration.motion == "none":  # registered images depend on each draw's first reference
+            pipeline.prepare_many(sorted({p for draw in draws for p in draw}) + images.paths)
         for run, references in enumerate(draws):
             fitted = pipeline.analyse_references(references)
             analyses = pipeline.analyse_many(images.paths, progress=False)

@@ -1,4 +1,4 @@
-"""The one place a ``PipelineConfig`` becomes components: segmenter, embedder, scorers, detector.
+"""The one place a ``PipelineConfig`` becomes components: registration, segmenter, embedder, scorers, detector.
 
 Every caller (the pipeline, the benchmark, the VAND submission, the tests)
 builds through these functions, so a knob of ``loco_ad.config`` means the same
@@ -17,6 +17,13 @@ from loco_ad.analysis import Scorer
 from loco_ad.config import PATCH_SCORERS, PipelineConfig
 from loco_ad.core import Detector
 from loco_ad.stages import Embedder, Segmenter
+from loco_ad.stages.register import Registration
+
+
+def build_registration(config: PipelineConfig) -> Registration | None:
+    """The registration ``config`` asks for (``registration`` block), or None for ``motion="none"``."""
+    settings = dataclasses.asdict(config.registration)
+    return None if settings["motion"] == "none" else Registration(**settings)
 
 
 def segmenter_class(config: PipelineConfig) -> type:

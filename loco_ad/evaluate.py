@@ -2,7 +2,8 @@
 
 Every image's model work is done once (``Pipeline.prepare_many`` before the
 loop over seeds and k); each (seed, k) then fits the pipeline on its draw, and
-only aligns and scores. The fitted ``Detector`` of each draw is handed to the
+only aligns and scores. With registration, an image moved onto a draw's first
+reference is a new image to the models, so that work is done per draw. The fitted ``Detector`` of each draw is handed to the
 ``on_predictions`` hook with its predictions, so a hook never reads the
 pipeline's state, which the next draw replaces.
 """
@@ -152,7 +153,8 @@ def evaluate(
         draws = {(seed, k): draw_references(data.train, k, seed) for seed in seeds for k in shots}
         drawn = sorted({path for paths in draws.values() for path in paths})
         test_paths = [sample.path for sample in data.test]
-        pipeline.prepare_many(drawn + test_paths)
+        if pipeline.config.registration.motion == "none":  # registered images depend on each draw's first reference
+            pipeline.prepare_many(drawn + test_paths)
         labels = np.array([sample.label for sample in data.test])
         types = [sample.anomaly_type for sample in data.test]
         masks: list[np.ndarray] | None = None  # per test image its defect channels, read at the first map

@@ -1,4 +1,4 @@
-"""The I/O shell around the pure core: read images, run the models (cached), align, then score.
+"""The I/O shell around the pure core: read images, register them, run the models (cached), align, then score.
 
 ``Pipeline.fit`` takes the good reference images, ``Pipeline.predict`` scores one
 image. Each image's model outputs (patch features and, when the segmenter does
@@ -8,10 +8,18 @@ references, k, seeds or scorers does no model work again. Segmentation by a
 reference-dependent segmenter and alignment turn these outputs into
 ``ImageAnalysis`` objects, which the core ``loco_ad.core.Detector`` fits and
 scores. Weight-free presets never import torch.
+
+With ``registration`` enabled, every image is first moved onto the first
+reference of the last fit (``loco_ad.stages.register``): the models see the
+moved image (the cache key is its content, so a moved image is a new entry),
+and each ``Prediction`` is put back in the input's own frame (its map, and
+the image, segments and labels of its analysis), so maps line up with the
+input and its ground truth.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -26,7 +34,7 @@ from tqdm.auto import tqdm
 
 from loco_ad import identity
 from loco_ad.analysis import ImageAnalysis, Prediction
-from loco_ad.build import banks_on_gpu, build_detector, build_embedder, build_segmenter, segmenter_class
+from loco_ad.build import banks_on_gpu, build_detector, build_embedder, build_registration, build_segmenter, segmenter_class
 from loco_ad.cache import AnalysisCache, ArraySpec, default_cache_dir
 from loco_ad.config import PipelineConfig, apply_overrides, get_preset
 from loco_ad.core import Detector
@@ -35,6 +43,7 @@ from loco_ad.errors import DataError
 from loco_ad.stages import Embedder, Segmenter
 from loco_ad.stages.align import align, patch_grid_labels, reference_labels
 from loco_ad.stages.cielab import rgb_to_lab
+from loco_ad.stages.register import Registration, unwarp, warp
 
 logger = logging.getLogger(__name__)
 
@@ -51,12 +60,16 @@ class PreparedImage:
       lab: H×W×3 float32 CIELAB of ``rgb``.
       patches: h×w×D float32 L2-normalised patch features.
       segment_map: H×W int32 partition, or None when the segmenter needs the references first.
+      original: the input at working resolution before registration, or None when it was not moved.
+      matrix: the 2×3 registration matrix (``loco_ad.stages.register``), or None when it was not moved.
     """
 
     rgb: np.ndarray
     lab: np.ndarray
     patches: np.ndarray
     segment_map: np.ndarray | None
+    original: np.ndarray | None = None
+    matrix: np.ndarray | None = None
 
 
 class Pipeline:
@@ -94,6 +107,7 @@ class Pipeline:
         self._keys_by_path: dict[tuple[str, int, int], str] = {}
         self.references: list[ImageAnalysis] = []
         self.detector: Detector | None = None
+        self.registration: Registration | None = None
 
     @classmethod
     def from_preset(
@@ -195,16 +209,21 @@ class Pipeline:
         keys: list[str] = []
         found: dict[str, PreparedImage] = {}
         pending: dict[str, np.ndarray] = {}
+        moved: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # key → (input, matrix) of registered images
         for image in images:
             path_id = self._path_id(image)
             if path_id in self._keys_by_path:
                 keys.append(self._keys_by_path[path_id])
                 continue
-            rgb = self._working_rgb(image)
+            original = self._working_rgb(image)
+            matrix = self.registration.transform(original) if self.registration is not None else None
+            rgb = original if matrix is None else warp(original, matrix)
             key = AnalysisCache.key(rgb, self.model_key)
             if path_id is not None and remember:
                 self._keys_by_path[path_id] = key
             keys.append(key)
+            if matrix is not None:
+                moved[key] = (original, matrix)
             if key not in self._prepared and key not in found and key not in pending:
                 stored = self.cache.load(key, self._stored_arrays(rgb)) if self.cache is not None else None
                 if stored is None:
@@ -213,6 +232,8 @@ class Pipeline:
                     found[key] = self._prepared_image(rgb, stored)
         if pending:
             found.update(self._run_models(pending, self.progress if progress is None else progress))
+        found = {key: dataclasses.replace(image, original=moved[key][0], matrix=moved[key][1]) if key in moved else image
+                 for key, image in found.items()}
         if remember:
             self._prepared.update(found)
         return [self._prepared[key] if key in self._prepared else found[key] for key in keys]
@@ -296,6 +317,11 @@ class Pipeline:
         """
         if len(_image_list(images)) == 0:
             raise DataError("fit needs at least one good image")
+        self.registration = build_registration(self.config)
+        if self.registration is not None:
+            self.registration.fit(self._working_rgb(images[0]))
+            self._keys_by_path.clear()  # a path's registered content depends on the first reference
+            self._prepared = {key: image for key, image in self._prepared.items() if image.matrix is None}
         prepared = self.prepare_many(images)
         if not self.segments_per_image:
             self.segmenter.fit([p.rgb for p in prepared])
@@ -318,25 +344,26 @@ class Pipeline:
     ) -> list[Prediction]:
         """Score several images, their model work batched (``remember`` as in ``prepare_many``)."""
         detector = self._fitted_detector()
+        score = lambda prepared, analysis: _in_input_frame(detector.score(analysis), prepared)  # noqa: E731
         # one thread when the patch banks are faiss GPU indexes, which are not thread-safe
-        return self._map_analysed(images, detector.score, progress, remember, threads=not detector.uses_gpu)
+        return self._map_analysed(images, score, progress, remember, threads=not detector.uses_gpu)
 
     def analyse_many(self, images: Sequence[ImageInput], progress: bool | None = None) -> list[ImageAnalysis]:
         """Analyses of images aligned to the references of the last ``fit`` or ``analyse_references``."""
         if not self.references:
             raise RuntimeError("call Pipeline.fit or analyse_references with good images before analysing others")
-        return self._map_analysed(images, lambda analysis: analysis, progress, remember=True, threads=True)
+        return self._map_analysed(images, lambda prepared, analysis: analysis, progress, remember=True, threads=True)
 
     def _map_analysed(
-        self, images: Sequence[ImageInput], function: Callable[[ImageAnalysis], T], progress: bool | None, remember: bool,
-        threads: bool,
+        self, images: Sequence[ImageInput], function: Callable[[PreparedImage, ImageAnalysis], T], progress: bool | None,
+        remember: bool, threads: bool,
     ) -> list[T]:
-        """``function`` of each image's analysis, in order; an analysis is dropped once ``function`` has seen it."""
+        """``function`` of each prepared image and its analysis, in order; an analysis is dropped once ``function`` has seen it."""
         prepared = self.prepare_many(images, progress, remember)
         canonical = self.references[0]
         # Alignment and scoring spend their time in OpenCV, NumPy, scikit-learn and faiss, which release the GIL.
         with ThreadPoolExecutor(max_workers=os.cpu_count() if threads else 1) as pool:
-            return list(pool.map(lambda image: function(self._analyse(image, canonical)), prepared))
+            return list(pool.map(lambda image: function(image, self._analyse(image, canonical)), prepared))
 
     def leave_one_out_scores(self) -> list[float]:
         """Score of each reference when left out of the fit, in the units of test scores (empty for k = 1)."""
@@ -351,6 +378,24 @@ class Pipeline:
     def used_fallback(self) -> bool:
         """True when k = 1 and the fallback scales replaced leave-one-out weights."""
         return self._fitted_detector().used_fallback
+
+
+def _in_input_frame(prediction: Prediction, prepared: PreparedImage) -> Prediction:
+    """``prediction`` with its map and its analysis's image, segments and labels moved back to the unregistered input."""
+    if prepared.matrix is None:
+        return prediction
+    matrix, analysis = prepared.matrix, prediction.analysis
+    return dataclasses.replace(
+        prediction,
+        map=None if prediction.map is None else unwarp(prediction.map, matrix),
+        analysis=dataclasses.replace(
+            analysis,
+            rgb=prepared.original,
+            lab=rgb_to_lab(prepared.original),
+            segment_map=unwarp(analysis.segment_map, matrix, nearest=True),
+            labels=unwarp(analysis.labels, matrix, nearest=True),
+        ),
+    )
 
 
 def _image_list(images: Sequence[ImageInput]) -> Sequence[ImageInput]:

@@ -82,10 +82,11 @@ def test_interrupted_run_resumes_with_identical_results(tmp_path):
     complete = _offline(tmp_path / "a").fit(_references())
     expected = [p.score for p in complete.predict_many(_tests())]
     killed = _offline(tmp_path / "b")
-    killed.prepare_many(_references()[:2] + _tests()[:3])  # the work done before the kill
+    killed.analyse_references(_references())  # the work done before the kill: the references,
+    killed.prepare_many(_tests()[:3])  # then three test images (registered onto the same first reference)
     resumed = _offline(tmp_path / "b").fit(_references())
     assert [p.score for p in resumed.predict_many(_tests())] == expected
-    assert resumed.cache.hits == 5
+    assert resumed.cache.hits == 4 + 3
 
 
 PAIR = ("class_agnostic", "histogram")  # one feature-based and one segment-based scorer: cheap, and sensitive to both
@@ -149,8 +150,9 @@ def test_leave_one_out_scores_of_references():
     pipeline = _offline(scorers=("histogram",)).fit(_references(3))
     scores = pipeline.leave_one_out_scores()
     assert len(scores) == 3 and all(np.isfinite(s) for s in scores)
-    # histogram alone: its weight is at least its largest leave-one-out score, which thus contributes at most log(1 + log_offset)
-    assert max(scores) <= np.log(1 + pipeline.config.ensemble.log_offset) + 1e-9
+    # histogram alone: its weight is at least its largest leave-one-out score, which thus contributes at most
+    # what a normalised score of 1 does (the offline preset sums normalised scores)
+    assert pipeline.config.ensemble.combination == "sum" and max(scores) <= 1 + 1e-9
     assert _offline().fit(_references(1)).leave_one_out_scores() == []
 
 

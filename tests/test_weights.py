@@ -20,6 +20,13 @@ CONFIG = get_preset("offline")
 FALLBACK = CONFIG.ensemble.fallback_scales.as_dict()
 
 
+def _combined(normalised):
+    """What a normalised score adds to the offline preset's ensemble score (its ``combination``)."""
+    if CONFIG.ensemble.combination == "sum":
+        return normalised
+    return np.log(normalised + CONFIG.ensemble.log_offset)
+
+
 class _DistanceToMean:
     """A fake scorer on plain numbers: score = |x − mean of the fitted numbers|."""
 
@@ -195,7 +202,7 @@ def test_single_reference_scorers_apply_only_at_k_1(references) -> None:
     assert detector.scorer_names == ("foreground",) and set(detector.weights) == {"foreground"}
     result = detector.score(references[1])
     assert set(result.scores) == {"foreground"} and result.score == pytest.approx(result.scores["foreground"])
-    assert detector.value_at_weights() == pytest.approx(np.log(1 + CONFIG.ensemble.log_offset))
+    assert detector.value_at_weights() == pytest.approx(_combined(1.0))
     assert detector.fit(references).scorer_names == names  # k >= 2: every enabled scorer
     # none of the listed scorers enabled: all enabled scorers, as without the list
     assert _detector(("histogram",), single_reference_scorers=("foreground",)).names_for(1) == ("histogram",)
@@ -212,5 +219,5 @@ def test_offline_preset_weighs_the_scorers_outside_its_default_down_when_enabled
     result = detector.score(analysis_from_scene(make_scene("missing", seed=3)))
     for name in ALL_SCORERS:
         normalised = min(result.raw_scores[name] / detector.weights[name], CONFIG.ensemble.cap)
-        expected = multipliers[name] * np.log(normalised + CONFIG.ensemble.log_offset)
+        expected = multipliers[name] * _combined(normalised)
         assert result.scores[name] == pytest.approx(expected)
