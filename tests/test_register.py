@@ -93,3 +93,12 @@ def test_registration_lowers_the_score_of_a_moved_good_image_and_maps_stay_in_th
     assert prediction.map.shape == defective.shape[:2]
     peak = np.unravel_index(np.argmax(prediction.map), prediction.map.shape)
     assert 330 - 14 <= peak[0] <= 354 + 14 and 70 - 14 <= peak[1] <= 94 + 14  # within a patch of the square
+
+
+def test_an_estimate_that_matches_worse_than_the_unmoved_image_is_refused(monkeypatch):
+    reference = _image()
+    registration = Registration("euclidean").fit(reference)
+    wrong = np.array([[1.0, 0.0, 12.0], [0.0, 1.0, -9.0]], np.float32)  # a converged but wrong estimate, in small-copy pixels
+    monkeypatch.setattr(cv2, "findTransformECC", lambda *args: (0.9, wrong.copy()))
+    assert registration.transform(reference) is None
+    assert registration.transform(_moved(reference, dy=-9.0 * 448 / 160, dx=12.0 * 448 / 160, degrees=0.0)) is not None

@@ -9,9 +9,10 @@ turn (``euclidean``) that best lays its grey levels onto the first reference's
 (OpenCV's ECC maximisation, ``cv2.findTransformECC``, on small blurred copies),
 and warps the image by it; borders uncovered by the warp repeat the edge pixels.
 
-An estimate that fails to converge, or that moves the image by more than
-``max_shift`` of its side or turns it by more than ``max_turn`` degrees, is
-taken for a failure and the image is left as it is. A shift below a tenth of a
+An estimate that fails to converge, that matches the reference no better than
+the unmoved image does (ECC's correlation coefficient), or that moves the image
+by more than ``max_shift`` of its side or turns it by more than ``max_turn``
+degrees, is taken for a failure and the image is left as it is. A shift below a tenth of a
 pixel is no shift either, so a product that does not move keeps its images
 unchanged (and their cached model outputs valid from one fit to the next).
 """
@@ -72,7 +73,10 @@ class Registration:
         criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 100, 1e-5)
         try:
             _, matrix = cv2.findTransformECC(self.template_, grey, matrix, MOTIONS[self.motion], criteria, None, 1)
+            better = cv2.computeECC(self.template_, warp(grey, matrix)) > cv2.computeECC(self.template_, grey)
         except cv2.error:  # did not converge, or a flat image
+            return None
+        if not better:
             return None
         scale = max(self.shape_) / max(self.template_.shape)
         matrix[:, 2] *= scale
