@@ -61,7 +61,7 @@ from loco_ad.config import PRESETS, PipelineConfig, apply_overrides, get_preset
 from loco_ad.io import check_output_dir, write_csv
 from loco_ad.stages.align import align, patch_grid_labels
 from loco_ad.stages.cielab import rgb_to_lab
-from loco_ad.stages.register import warp
+from loco_ad.stages.register import Registration, warp
 
 SHARED_IMAGE = (
     Path(__file__).resolve().parents[2] / "shared" / "data" / "mvtec_loco_subset" / "juice_bottle" / "train" / "good" / "000.png"
@@ -198,7 +198,7 @@ def bench_models(config: PipelineConfig, images: Sequence[np.ndarray], device: s
     return rows, patches
 
 
-def _registered(registration, rgb: np.ndarray) -> np.ndarray:
+def _registered(registration: Registration, rgb: np.ndarray) -> np.ndarray:
     matrix = registration.transform(rgb)
     return rgb if matrix is None else warp(rgb, matrix)
 

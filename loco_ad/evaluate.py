@@ -3,9 +3,10 @@
 Every image's model work is done once (``Pipeline.prepare_many`` before the
 loop over seeds and k); each (seed, k) then fits the pipeline on its draw, and
 only aligns and scores. With registration, an image moved onto a draw's first
-reference is a new image to the models, so that work is done per draw. The fitted ``Detector`` of each draw is handed to the
-``on_predictions`` hook with its predictions, so a hook never reads the
-pipeline's state, which the next draw replaces.
+reference is a new image to the models, so that work is done per draw. The
+fitted ``Detector`` of each draw is handed to the ``on_predictions`` hook with
+its predictions, so a hook never reads the pipeline's state, which the next
+draw replaces.
 """
 
 from __future__ import annotations

@@ -358,7 +358,7 @@ class Pipeline:
         self, images: Sequence[ImageInput], function: Callable[[PreparedImage, ImageAnalysis], T], progress: bool | None,
         remember: bool, threads: bool,
     ) -> list[T]:
-        """``function`` of each prepared image and its analysis, in order; an analysis is dropped once ``function`` has seen it."""
+        """``function`` of each prepared image and its analysis, in order; an analysis is dropped once seen."""
         prepared = self.prepare_many(images, progress, remember)
         canonical = self.references[0]
         # Alignment and scoring spend their time in OpenCV, NumPy, scikit-learn and faiss, which release the GIL.
