@@ -61,7 +61,6 @@ from loco_ad.config import PRESETS, PipelineConfig, apply_overrides, get_preset
 from loco_ad.io import check_output_dir, write_csv
 from loco_ad.stages.align import align, patch_grid_labels
 from loco_ad.stages.cielab import rgb_to_lab
-from loco_ad.stages.register import Registration, warp
 
 SHARED_IMAGE = (
     Path(__file__).resolve().parents[2] / "shared" / "data" / "mvtec_loco_subset" / "juice_bottle" / "train" / "good" / "000.png"
@@ -169,7 +168,7 @@ def bench_models(config: PipelineConfig, images: Sequence[np.ndarray], device: s
     if registration is not None:
         registration.fit(images[0])
         for rgb in images:
-            rows.append(stage_row(config, "register", 1, timed("cpu", lambda: _registered(registration, rgb))))
+            rows.append(stage_row(config, "register", 1, timed("cpu", lambda: registration.register(rgb))))
     start = time.perf_counter()
     segmenter = build_segmenter(config, device=device, random_weights=random_weights)
     build_s = time.perf_counter() - start
@@ -196,11 +195,6 @@ def bench_models(config: PipelineConfig, images: Sequence[np.ndarray], device: s
             lab = rgb_to_lab(rgb)
             rows.append(stage_row(config, "align", 1, timed("cpu", lambda: align(reference, segment_map, grid, lab, config.alignment))))
     return rows, patches
-
-
-def _registered(registration: Registration, rgb: np.ndarray) -> np.ndarray:
-    matrix = registration.transform(rgb)
-    return rgb if matrix is None else warp(rgb, matrix)
 
 
 def _analysis(rgb: np.ndarray, segment_map: np.ndarray, labels: np.ndarray, patches: np.ndarray, n_classes: int) -> ImageAnalysis:

@@ -245,8 +245,7 @@ def score_candidates(
     for members in by_stages.values():
         pipeline = make_pipeline(configs[members[0]])
         draws = [draw_references(data.train, k, seed) for seed, k in runs]
-        if pipeline.config.registration.motion == "none":  # registered images depend on each draw's first reference
-            pipeline.prepare_many(sorted({p for draw in draws for p in draw}) + images.paths)
+        pipeline.prepare_for_fits(sorted({p for draw in draws for p in draw}) + images.paths)
         for run, references in enumerate(draws):
             fitted = pipeline.analyse_references(references)
             analyses = pipeline.analyse_many(images.paths, progress=False)

@@ -1,6 +1,6 @@
 """Evaluation on MVTec LOCO: draw references, fit, score every test image, compute metrics.
 
-Every image's model work is done once (``Pipeline.prepare_many`` before the
+Every image's model work is done once (``Pipeline.prepare_for_fits`` before the
 loop over seeds and k); each (seed, k) then fits the pipeline on its draw, and
 only aligns and scores. With registration, an image moved onto a draw's first
 reference is a new image to the models, so that work is done per draw. The
@@ -154,8 +154,7 @@ def evaluate(
         draws = {(seed, k): draw_references(data.train, k, seed) for seed in seeds for k in shots}
         drawn = sorted({path for paths in draws.values() for path in paths})
         test_paths = [sample.path for sample in data.test]
-        if pipeline.config.registration.motion == "none":  # registered images depend on each draw's first reference
-            pipeline.prepare_many(drawn + test_paths)
+        pipeline.prepare_for_fits(drawn + test_paths)
         labels = np.array([sample.label for sample in data.test])
         types = [sample.anomaly_type for sample in data.test]
         masks: list[np.ndarray] | None = None  # per test image its defect channels, read at the first map

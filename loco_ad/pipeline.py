@@ -43,7 +43,7 @@ from loco_ad.errors import DataError
 from loco_ad.stages import Embedder, Segmenter
 from loco_ad.stages.align import align, patch_grid_labels, reference_labels
 from loco_ad.stages.cielab import rgb_to_lab
-from loco_ad.stages.register import Registration, unwarp, warp
+from loco_ad.stages.register import Registration, unwarp
 
 logger = logging.getLogger(__name__)
 
@@ -216,8 +216,7 @@ class Pipeline:
                 keys.append(self._keys_by_path[path_id])
                 continue
             original = self._working_rgb(image)
-            matrix = self.registration.transform(original) if self.registration is not None else None
-            rgb = original if matrix is None else warp(original, matrix)
+            rgb, matrix = self.registration.register(original) if self.registration is not None else (original, None)
             key = AnalysisCache.key(rgb, self.model_key)
             if path_id is not None and remember:
                 self._keys_by_path[path_id] = key
@@ -237,6 +236,15 @@ class Pipeline:
         if remember:
             self._prepared.update(found)
         return [self._prepared[key] if key in self._prepared else found[key] for key in keys]
+
+    def prepare_for_fits(self, images: Sequence[ImageInput]) -> None:
+        """Do now the model work that every later fit can reuse (an evaluation's drawn references and test images).
+
+        Without registration that is all of it; with registration none, as a
+        registered image depends on each fit's first reference.
+        """
+        if build_registration(self.config) is None:
+            self.prepare_many(images)
 
     def _run_models(self, pending: dict[str, np.ndarray], progress: bool) -> dict[str, PreparedImage]:
         batch = 8

@@ -88,6 +88,11 @@ class Registration:
             return None
         return matrix
 
+    def register(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """``rgb`` moved into the reference's frame, and its matrix (``rgb`` itself and None when ``transform`` gives none)."""
+        matrix = self.transform(rgb)
+        return (rgb, None) if matrix is None else (warp(rgb, matrix), matrix)
+
 
 def warp(image: np.ndarray, matrix: np.ndarray) -> np.ndarray:
     """``image`` (H×W or H×W×C) moved into the reference's frame by the matrix of ``Registration.transform``."""
