@@ -228,7 +228,7 @@ def bench_detector(config: PipelineConfig, rgb: np.ndarray, grid: tuple[int, int
     rows = []
     for k in SHOTS:
         start = time.perf_counter()
-        detector = build_detector(config, gpu=gpu).fit(pool[:k])
+        detector = build_detector(config.for_references(k), gpu=gpu).fit(pool[:k])
         fit_s = time.perf_counter() - start
         start = time.perf_counter()
         for test in tests:

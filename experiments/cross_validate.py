@@ -202,9 +202,10 @@ def load_image_set(data: CategoryData, groups_csv: Path | None, extra_good: Path
 
 # --------------------------------------------------------------------- scoring
 def _stages(config: PipelineConfig) -> str:
-    """What decides a configuration's analyses (not its scorers, ensemble or evaluation), as a key."""
-    return json.dumps({key: value for key, value in config.to_dict().items()
-                       if key not in ("name", "scorers", "ensemble", "evaluation")}, sort_keys=True)
+    """What decides a configuration's analyses at every k (not its scorers, ensemble or evaluation), as a key."""
+    return json.dumps([{key: value for key, value in settings.to_dict().items()
+                        if key not in ("name", "scorers", "ensemble", "evaluation", "few_references")}
+                       for settings in (config, config.for_references(1))], sort_keys=True)
 
 
 def score_candidates(
@@ -222,7 +223,8 @@ def score_candidates(
     computed, once per (seed, k). Each candidate's score of an image is the
     sum, over ``Detector.names_for(k)``, of its ``Detector.contribution`` of each raw score with
     ``Detector.weight_from`` of the leave-one-out scores: what
-    ``Detector.score`` computes.
+    ``Detector.score`` computes (each with the settings for k references,
+    ``PipelineConfig.for_references``).
 
     Arguments:
       configs: the candidates.
@@ -251,10 +253,11 @@ def score_candidates(
             analyses = pipeline.analyse_many(images.paths, progress=False)
             raw: dict[str, tuple[np.ndarray, list[float]]] = {}
             for index in members:
-                detector = build_detector(configs[index])
+                config = configs[index].for_references(len(fitted))
+                detector = build_detector(config)
                 for name in detector.names_for(len(fitted)):
                     make = detector.factories[name]
-                    key = json.dumps([name, dataclasses.asdict(getattr(configs[index].scorers, name))], sort_keys=True)
+                    key = json.dumps([name, dataclasses.asdict(getattr(config.scorers, name))], sort_keys=True)
                     if key not in raw:
                         scorer = make().fit(fitted)
                         loo = leave_one_out_raw_scores(make, fitted) if len(fitted) > 1 else []

@@ -7,8 +7,9 @@ Example::
 For k = 1 there is nothing to leave out, so the detector divides each scorer by
 the preset's ``ensemble.fallback_scales`` instead of its leave-one-out weight. This script gives the numbers those constants stand for: the
 ``train/good`` images of each category, sorted, are cut into disjoint
-consecutive pairs; the pipeline is fitted on each pair, and each scorer's
-leave-one-out weight is noted. It prints, per scorer, the median over all
+consecutive pairs; the pipeline, with the settings of a fit on one reference
+(the preset's ``few_references``, ``PipelineConfig.for_references(1)``), is
+fitted on each pair, and each scorer's leave-one-out weight is noted. It prints, per scorer, the median over all
 pairs (with the smallest and largest) next to the constant in use, and writes
 every weight to OUT/fallback_scales.csv.
 """
@@ -49,7 +50,8 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> int:
         scorers = parse_scorers(args.scorers) if args.scorers else ALL_SCORERS
-        config = config_from_args(args).with_scorers(scorers)
+        # the scales divide the scores of fits on one reference: measured with the settings those fits run with
+        config = config_from_args(args).with_scorers(scorers).for_references(1)
         if printed_config(args, config):
             return 0
         check_output_dir(args.out, "--out folder")

@@ -177,6 +177,7 @@ class HandcraftedEmbedderConfig(_Settings):
       colour_scales: divisors of the CIELAB means and standard deviations.
       gradient_scale: divisor of the gradient magnitudes.
       neighbour_weight: weight of the neighbour-layout block (0 = left out).
+      colour_weight: weight of the colour blocks against the texture blocks (0 = colour left out).
       position_weight: weight of the patch-position block (0 = left out).
     """
 
@@ -185,13 +186,15 @@ class HandcraftedEmbedderConfig(_Settings):
     colour_scales: tuple[float, float] = (25.0, 10.0)
     gradient_scale: float = 1.0
     neighbour_weight: float = 0.0
+    colour_weight: float = 1.0
     position_weight: float = 0.0
 
     def _check(self) -> None:
         _require(self.context >= 1 and self.context % 2 == 1, "embedder.handcrafted.context must be an odd number >= 1")
         _require(self.orientations >= 1, "embedder.handcrafted.orientations must be >= 1")
         _require(min(self.colour_scales) > 0 and self.gradient_scale > 0, "the handcrafted scales must be > 0")
-        _require(self.neighbour_weight >= 0 and self.position_weight >= 0, "the handcrafted block weights must be >= 0")
+        weights = (self.neighbour_weight, self.colour_weight, self.position_weight)
+        _require(min(weights) >= 0, "the handcrafted block weights must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -425,15 +428,12 @@ DEFAULT_FALLBACK_SCALES = PerScorer(
 )
 # Offline preset: `python experiments/fallback_scales.py --data-root
 # ../shared/data/mvtec_loco_subset --category juice_bottle --preset offline`
-# (20 pairs of train/good images; with registration medians 0.0145, 0.306,
-# 0.0177, 0.331, 0.297, 0.0549, 0.505; before it 0.0192, 0.341, 0.0218, 0.346,
-# 0.312, 0.0544, 0.496; class_agnostic kept at 0.02, within the registered
-# pairs' range 0.007-0.028, as the cross-validation of the registered preset
-# ran with it). The old shared constants were 4x too large for its patch
-# scorers, so at k = 1 the automatic threshold flagged nothing (TPR 0); with
-# these, TPR 0.75 at FPR 0.56 (experiments/threshold_rules.py).
+# (20 pairs of train/good images, with the preset's few-reference descriptor:
+# medians 0.00435, 0.302, 0.00536, 0.328, 0.297, 0.0549, 0.505). The old shared
+# constants were far too large for its patch scorers, so at k = 1 the automatic
+# threshold flagged nothing (TPR 0; experiments/threshold_rules.py).
 OFFLINE_FALLBACK_SCALES = PerScorer(
-    class_agnostic=0.02, class_aware=0.3, foreground=0.02, embedding=0.3, histogram=0.3, colour=0.05, location=0.5
+    class_agnostic=0.004, class_aware=0.3, foreground=0.005, embedding=0.3, histogram=0.3, colour=0.05, location=0.5
 )
 # Offline preset: the four scorers outside its default ensemble (class_aware,
 # embedding, colour, location) count for 0.05 of one of the others when they are
@@ -513,127 +513,6 @@ class EvaluationConfig(_Settings):
     def _check(self) -> None:
         _require(self.pixel_long_side >= 0, "evaluation.pixel_long_side must be >= 0 (0 = full resolution)")
         _require(0 < self.spro_fpr_limit <= 1, "evaluation.spro_fpr_limit must lie in (0, 1]")
-
-
-# ------------------------------------------------------------------ pipeline
-@dataclass(frozen=True)
-class PipelineConfig(_Settings):
-    """Everything that defines one run of the pipeline.
-
-    Arguments:
-      name: preset name, for result files.
-      segmenter, embedder, registration, alignment, scorers, ensemble, evaluation: the components' settings.
-      input_size: (height, width) every input is resized to before anything else
-        (the VAND 2025 protocol uses 256×256), or None to keep the image's size.
-    """
-
-    name: str
-    segmenter: SegmenterConfig = field(default_factory=SegmenterConfig)
-    embedder: EmbedderConfig = field(default_factory=EmbedderConfig)
-    registration: RegistrationConfig = field(default_factory=RegistrationConfig)
-    alignment: AlignmentConfig = field(default_factory=AlignmentConfig)
-    scorers: ScorersConfig = field(default_factory=ScorersConfig)
-    ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
-    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
-    input_size: tuple[int, int] | None = None
-
-    def _check(self) -> None:
-        if self.alignment.method == "segmenter" and self.segmenter.kind != "colour_clusters":
-            raise ConfigError("alignment 'segmenter' needs the colour_clusters segmenter; SAM segments carry no class ids")
-        if self.input_size is not None:
-            _require(len(self.input_size) == 2 and min(self.input_size) >= 1, "input_size must be two sides >= 1")
-
-    def working_size(self, height: int, width: int) -> tuple[int, int]:
-        """Working resolution (height, width) for an input of the given size.
-
-        The long side becomes ``embedder.image_size``; the short side keeps the
-        aspect ratio, rounded to a multiple of ``embedder.patch_size``.
-        """
-        size, patch = self.embedder.image_size, self.embedder.patch_size
-        scale = size / max(height, width)
-        short = lambda side: max(patch, round(side * scale / patch) * patch)  # noqa: E731
-        return (size, short(width)) if height >= width else (short(height), size)
-
-    def with_scorers(self, scorers: Sequence[str]) -> "PipelineConfig":
-        """A copy with other scorers enabled at every k (``single_reference_scorers`` cleared; the rest unchanged)."""
-        return dataclasses.replace(
-            self, ensemble=dataclasses.replace(self.ensemble, scorers=tuple(scorers), single_reference_scorers=())
-        )
-
-    def to_dict(self) -> dict:
-        """Plain-JSON form, for result files and ``--print-config``."""
-        return dataclasses.asdict(self)
-
-    def to_json(self) -> str:
-        """``to_dict`` as indented JSON."""
-        return json.dumps(self.to_dict(), indent=2)
-
-
-_SAM = SegmenterConfig(kind="sam")
-_DINOV2 = EmbedderConfig(kind="dinov2")
-PRESETS: dict[str, PipelineConfig] = {
-    "paper": PipelineConfig(
-        name="paper",
-        segmenter=dataclasses.replace(_SAM, sam=SamSegmenterConfig(model="vit_h")),
-        embedder=dataclasses.replace(_DINOV2, image_size=518, dinov2=Dinov2EmbedderConfig(model_id="facebook/dinov2-giant")),
-    ),
-    "fast": PipelineConfig(
-        name="fast",
-        segmenter=dataclasses.replace(_SAM, sam=SamSegmenterConfig(model="vit_b")),
-        embedder=dataclasses.replace(_DINOV2, image_size=448, dinov2=Dinov2EmbedderConfig(model_id="facebook/dinov2-small")),
-    ),
-    "offline": PipelineConfig(
-        name="offline",
-        segmenter=SegmenterConfig(kind="colour_clusters"),
-        # position_weight 6: measured on juice_bottle (k = 4, seeds 42/0/1234),
-        # class_agnostic image AUROC 0.65 -> 0.86, default ensemble 0.77 -> 0.85;
-        # neighbour_weight 1 (each appearance block counts the same): default
-        # ensemble 0.864 -> 0.876, F1-max 0.905 -> 0.917. position_weight 8, not 6:
-        # chosen by experiments/cross_validate.py over 4/6/8 (grid
-        # experiments/grids/offline_honest.json, with neighbour_weight 0/1,
-        # 6/8/10 colours and the scorer and ensemble settings)
-        embedder=EmbedderConfig(
-            kind="handcrafted", image_size=448, handcrafted=HandcraftedEmbedderConfig(neighbour_weight=1.0, position_weight=8.0)
-        ),
-        # every image laid onto the first reference (shift and turn) before the
-        # descriptors, whose position block then compares like with like:
-        # experiments/cross_validate.py over none / translation / euclidean ×
-        # position weight 8 / 4 chose euclidean at 8 on 14 of 15 folds (held out,
-        # k = 4 image AUROC 0.900 -> 0.923, k = 8 0.936 -> 0.968)
-        registration=RegistrationConfig(motion="euclidean"),
-        alignment=AlignmentConfig(method="segmenter"),
-        # k = 1: foreground alone. experiments/cross_validate.py, k = 1, held out:
-        # AUROC 0.653 with the three default scorers, 0.700 with foreground alone
-        # (0.696 class_agnostic + foreground), F1-max at 57:71 0.771 / 0.768: with
-        # one reference the histogram ranks good images of another juice variant
-        # among the anomalies (alone 0.589)
-        # combination "sum" (cap 2): with registration the plain capped sum is what
-        # experiments/cross_validate.py (offline_honest.json) chooses on all images
-        # (objective 0.842 against 0.840 for "log", which it chose without registration
-        # and which the SAM presets keep)
-        ensemble=EnsembleConfig(
-            multipliers=OFFLINE_MULTIPLIERS,
-            fallback_scales=OFFLINE_FALLBACK_SCALES,
-            single_reference_scorers=("foreground",),
-            combination="sum",
-        ),
-    ),
-}
-
-
-def get_preset(name: str) -> PipelineConfig:
-    """The preset called ``name``; ``ConfigError`` naming the choices if there is none."""
-    try:
-        return PRESETS[name]
-    except KeyError:
-        raise ConfigError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}") from None
-
-
-def parse_scorers(text: str) -> tuple[str, ...]:
-    """Scorer ids from a comma-separated list such as ``class_agnostic,foreground,histogram``."""
-    names = tuple(s.strip() for s in text.split(",") if s.strip())
-    check_scorers(names)
-    return names
 
 
 # ----------------------------------------------------------------- overrides
@@ -726,3 +605,159 @@ def apply_overrides(config: PipelineConfig, overrides: Sequence[str]) -> Pipelin
             raise ConfigError(f"--set expects key=value, got {override!r}; e.g. scorers.colour.mode=ab_ratio")
         config = _replace_at(config, key.strip().split("."), text.strip(), "")
     return config
+
+
+# ------------------------------------------------------------------ pipeline
+FEW_REFERENCES_SECTIONS = ("segmenter", "embedder", "registration", "alignment", "scorers", "ensemble")
+
+
+@dataclass(frozen=True)
+class PipelineConfig(_Settings):
+    """Everything that defines one run of the pipeline.
+
+    Arguments:
+      name: preset name, for result files.
+      segmenter, embedder, registration, alignment, scorers, ensemble, evaluation: the components' settings.
+      input_size: (height, width) every input is resized to before anything else
+        (the VAND 2025 protocol uses 256×256), or None to keep the image's size.
+      few_references: ``dotted.key=value`` overrides (as ``apply_overrides``
+        takes them) of the segmenter, embedder, registration, alignment, scorer
+        or ensemble settings that hold when a fit has at most ``few_references_max``
+        references (``for_references``); on the command line a comma separates
+        them, so their values cannot hold one.
+      few_references_max: the largest number of references ``few_references`` holds for.
+    """
+
+    name: str
+    segmenter: SegmenterConfig = field(default_factory=SegmenterConfig)
+    embedder: EmbedderConfig = field(default_factory=EmbedderConfig)
+    registration: RegistrationConfig = field(default_factory=RegistrationConfig)
+    alignment: AlignmentConfig = field(default_factory=AlignmentConfig)
+    scorers: ScorersConfig = field(default_factory=ScorersConfig)
+    ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    input_size: tuple[int, int] | None = None
+    few_references: tuple[str, ...] = ()
+    few_references_max: int = 1
+
+    def _check(self) -> None:
+        _require(self.few_references_max >= 1, "few_references_max must be >= 1")
+        for override in self.few_references:
+            _require(
+                override.partition(".")[0] in FEW_REFERENCES_SECTIONS,
+                f"few_references override {override!r} must set one of {', '.join(FEW_REFERENCES_SECTIONS)}",
+            )
+        if self.few_references:
+            self.for_references(1)  # raises ConfigError for a bad override
+        if self.alignment.method == "segmenter" and self.segmenter.kind != "colour_clusters":
+            raise ConfigError("alignment 'segmenter' needs the colour_clusters segmenter; SAM segments carry no class ids")
+        if self.input_size is not None:
+            _require(len(self.input_size) == 2 and min(self.input_size) >= 1, "input_size must be two sides >= 1")
+
+    def working_size(self, height: int, width: int) -> tuple[int, int]:
+        """Working resolution (height, width) for an input of the given size.
+
+        The long side becomes ``embedder.image_size``; the short side keeps the
+        aspect ratio, rounded to a multiple of ``embedder.patch_size``.
+        """
+        size, patch = self.embedder.image_size, self.embedder.patch_size
+        scale = size / max(height, width)
+        short = lambda side: max(patch, round(side * scale / patch) * patch)  # noqa: E731
+        return (size, short(width)) if height >= width else (short(height), size)
+
+    def for_references(self, k: int) -> "PipelineConfig":
+        """The settings in force for a fit on ``k`` references: up to ``few_references_max``, ``few_references`` applied."""
+        if k > self.few_references_max or not self.few_references:
+            return self
+        return apply_overrides(dataclasses.replace(self, few_references=()), self.few_references)
+
+    def with_scorers(self, scorers: Sequence[str]) -> "PipelineConfig":
+        """A copy with other scorers enabled at every k (``single_reference_scorers`` cleared; the rest unchanged)."""
+        return dataclasses.replace(
+            self, ensemble=dataclasses.replace(self.ensemble, scorers=tuple(scorers), single_reference_scorers=())
+        )
+
+    def to_dict(self) -> dict:
+        """Plain-JSON form, for result files and ``--print-config``."""
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        """``to_dict`` as indented JSON."""
+        return json.dumps(self.to_dict(), indent=2)
+
+
+_SAM = SegmenterConfig(kind="sam")
+_DINOV2 = EmbedderConfig(kind="dinov2")
+PRESETS: dict[str, PipelineConfig] = {
+    "paper": PipelineConfig(
+        name="paper",
+        segmenter=dataclasses.replace(_SAM, sam=SamSegmenterConfig(model="vit_h")),
+        embedder=dataclasses.replace(_DINOV2, image_size=518, dinov2=Dinov2EmbedderConfig(model_id="facebook/dinov2-giant")),
+    ),
+    "fast": PipelineConfig(
+        name="fast",
+        segmenter=dataclasses.replace(_SAM, sam=SamSegmenterConfig(model="vit_b")),
+        embedder=dataclasses.replace(_DINOV2, image_size=448, dinov2=Dinov2EmbedderConfig(model_id="facebook/dinov2-small")),
+    ),
+    "offline": PipelineConfig(
+        name="offline",
+        segmenter=SegmenterConfig(kind="colour_clusters"),
+        # position_weight 6: measured on juice_bottle (k = 4, seeds 42/0/1234),
+        # class_agnostic image AUROC 0.65 -> 0.86, default ensemble 0.77 -> 0.85;
+        # neighbour_weight 1 (each appearance block counts the same): default
+        # ensemble 0.864 -> 0.876, F1-max 0.905 -> 0.917. position_weight 8, not 6:
+        # chosen by experiments/cross_validate.py over 4/6/8 (grid
+        # experiments/grids/offline_honest.json, with neighbour_weight 0/1,
+        # 6/8/10 colours and the scorer and ensemble settings)
+        embedder=EmbedderConfig(
+            kind="handcrafted", image_size=448, handcrafted=HandcraftedEmbedderConfig(neighbour_weight=1.0, position_weight=8.0)
+        ),
+        # every image laid onto the first reference (shift and turn) before the
+        # descriptors, whose position block then compares like with like:
+        # experiments/cross_validate.py over none / translation / euclidean ×
+        # position weight 8 / 4 chose euclidean at 8 on 14 of 15 folds (held out,
+        # k = 4 image AUROC 0.900 -> 0.923, k = 8 0.936 -> 0.968)
+        registration=RegistrationConfig(motion="euclidean"),
+        alignment=AlignmentConfig(method="segmenter"),
+        # k = 1: foreground alone. experiments/cross_validate.py, k = 1, held out:
+        # AUROC 0.653 with the three default scorers, 0.700 with foreground alone
+        # (0.696 class_agnostic + foreground), F1-max at 57:71 0.771 / 0.768: with
+        # one reference the histogram ranks good images of another juice variant
+        # among the anomalies (alone 0.589)
+        # combination "sum" (cap 2): with registration the plain capped sum is what
+        # experiments/cross_validate.py (offline_honest.json) chooses on all images
+        # (objective 0.842 against 0.840 for "log", which it chose without registration
+        # and which the SAM presets keep)
+        ensemble=EnsembleConfig(
+            multipliers=OFFLINE_MULTIPLIERS,
+            fallback_scales=OFFLINE_FALLBACK_SCALES,
+            single_reference_scorers=("foreground",),
+            combination="sum",
+        ),
+        # one or two references: colour blocks at half weight, position block at
+        # 12. Few references rarely show every colour a good part comes in (one
+        # juice_bottle reference shows one of three juices), and the descriptor then
+        # calls every other colour a defect; shape and place are what they vouch for.
+        # experiments/cross_validate.py (experiments/grids/offline_few_references.json:
+        # colour weight 0.5 / 0.25 / 0, position 8 / 12, up to k = 1 / 2) chooses this
+        # on all images; held out, pooled, k = 1 AUROC 0.702 -> 0.779, k = 2 0.734 ->
+        # 0.754 (F1-max at 57:71 at k = 2 0.810 -> 0.784); k >= 4 unchanged
+        few_references=("embedder.handcrafted.colour_weight=0.5", "embedder.handcrafted.position_weight=12"),
+        few_references_max=2,
+    ),
+}
+
+
+def get_preset(name: str) -> PipelineConfig:
+    """The preset called ``name``; ``ConfigError`` naming the choices if there is none."""
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ConfigError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}") from None
+
+
+def parse_scorers(text: str) -> tuple[str, ...]:
+    """Scorer ids from a comma-separated list such as ``class_agnostic,foreground,histogram``."""
+    names = tuple(s.strip() for s in text.split(",") if s.strip())
+    check_scorers(names)
+    return names

@@ -76,7 +76,8 @@ class Pipeline:
     """Few-shot anomaly detection: fit on good images, score others.
 
     Arguments:
-      config: the pipeline settings (see ``loco_ad.config.PRESETS``).
+      config: the pipeline settings (see ``loco_ad.config.PRESETS``); ``active_config``
+        is what the last fit ran with (``config.for_references(k)``).
       segmenter, embedder: stage instances; when None they are built from
         ``config`` (``loco_ad.build``) on first use, so a fully cached run loads no model.
       cache: where model outputs are kept; None keeps them in memory only.
@@ -96,6 +97,7 @@ class Pipeline:
         progress: bool = True,
     ) -> None:
         self.config = config
+        self.active_config = config  # config.for_references(k) of the last fit
         self.cache = cache
         self.weights_dir = weights_dir
         self.device = device
@@ -140,34 +142,34 @@ class Pipeline:
     @property
     def segmenter(self) -> Segmenter:
         if self._segmenter is None:
-            self._segmenter = build_segmenter(self.config, self.weights_dir, self.device)
+            self._segmenter = build_segmenter(self.active_config, self.weights_dir, self.device)
         return self._segmenter
 
     @property
     def embedder(self) -> Embedder:
         if self._embedder is None:
-            self._embedder = build_embedder(self.config, self.weights_dir, self.device)
+            self._embedder = build_embedder(self.active_config, self.weights_dir, self.device)
         return self._embedder
 
     @property
     def segments_per_image(self) -> bool:
         """True when segments depend on the image alone and are cached with the features."""
-        segmenter_type = type(self._segmenter) if self._segmenter is not None else segmenter_class(self.config)
+        segmenter_type = type(self._segmenter) if self._segmenter is not None else segmenter_class(self.active_config)
         return not segmenter_type.reference_dependent
 
     @cached_property
     def model_key(self) -> str:
         """The settings part of every cache key (``loco_ad.identity.model_key``), computed once, loading no model."""
-        return identity.model_key(self.config, *self._given_stages, weights_dir=self.weights_dir, device=self.device)
+        return identity.model_key(self.active_config, *self._given_stages, weights_dir=self.weights_dir, device=self.device)
 
     # ------------------------------------------------------------- preparing
     def _working_rgb(self, image: ImageInput) -> np.ndarray:
         rgb = image if isinstance(image, np.ndarray) else read_image(image)
         if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8 or 0 in rgb.shape:
             raise DataError(f"expected an H×W×3 uint8 RGB image, got an array of shape {rgb.shape} and type {rgb.dtype}")
-        if self.config.input_size is not None:
-            rgb = cv2.resize(rgb, self.config.input_size[::-1], interpolation=cv2.INTER_AREA)
-        height, width = self.config.working_size(*rgb.shape[:2])
+        if self.active_config.input_size is not None:
+            rgb = cv2.resize(rgb, self.active_config.input_size[::-1], interpolation=cv2.INTER_AREA)
+        height, width = self.active_config.working_size(*rgb.shape[:2])
         if (height, width) == rgb.shape[:2]:
             return rgb
         return cv2.resize(rgb, (width, height), interpolation=cv2.INTER_AREA)
@@ -240,11 +242,22 @@ class Pipeline:
     def prepare_for_fits(self, images: Sequence[ImageInput]) -> None:
         """Do now the model work that every later fit can reuse (an evaluation's drawn references and test images).
 
-        Without registration that is all of it; with registration none, as a
-        registered image depends on each fit's first reference.
+        Without registration that is all of it (for fits on more than
+        ``config.few_references_max`` references: ``config.few_references`` may
+        change the models for fewer); with registration none, as a registered image depends on each fit's first reference.
         """
+        self._activate(self.config)
         if build_registration(self.config) is None:
             self.prepare_many(images)
+
+    def _activate(self, config: PipelineConfig) -> None:
+        """Put ``config`` (the settings for a number of references) in force: other settings, other stages and cache keys."""
+        if config == self.active_config:
+            return
+        self.active_config = config
+        self._segmenter, self._embedder = self._given_stages
+        self.__dict__.pop("model_key", None)  # the cached_property
+        self._keys_by_path.clear()
 
     def _run_models(self, pending: dict[str, np.ndarray], progress: bool) -> dict[str, PreparedImage]:
         batch = 8
@@ -282,7 +295,7 @@ class Pipeline:
 
     def _analyse(self, prepared: PreparedImage, canonical: ImageAnalysis | None) -> ImageAnalysis:
         """Segment (unless cached) and label an image; with no ``canonical`` reference its segments define the classes."""
-        if self.config.alignment.method == "segmenter":  # a ClassSegmenter (loco_ad.stages)
+        if self.active_config.alignment.method == "segmenter":  # a ClassSegmenter (loco_ad.stages)
             segment_map, labels = self.segmenter.segment_classes(prepared.rgb)
             return self._analysis(prepared, segment_map, labels, self.segmenter.n_classes)
         segment_map = prepared.segment_map
@@ -291,7 +304,7 @@ class Pipeline:
         if canonical is None:
             labels = reference_labels(segment_map)
             return self._analysis(prepared, segment_map, labels, int(labels.max()) + 1)
-        labels = align(canonical, segment_map, prepared.patches, prepared.lab, self.config.alignment)
+        labels = align(canonical, segment_map, prepared.patches, prepared.lab, self.active_config.alignment)
         return self._analysis(prepared, segment_map, labels, canonical.n_classes)
 
     # ------------------------------------------------------------ public API
@@ -300,7 +313,9 @@ class Pipeline:
 
         With ``alignment.method="segmenter"`` the segmenter's own class ids are
         used instead. Each fit builds a new ``Detector`` (``self.detector``), so
-        a detector handed out earlier keeps what it learnt.
+        a detector handed out earlier keeps what it learnt. A fit on k images
+        runs with ``config.for_references(k)`` (the ``few_references`` settings
+        up to ``few_references_max``; stages given to the constructor are used as given).
 
         Arguments:
           images: one or more good images (paths or arrays).
@@ -308,7 +323,7 @@ class Pipeline:
           self.
         """
         self.analyse_references(images)
-        self.detector = build_detector(self.config, gpu=banks_on_gpu(self.device)).fit(self.references)
+        self.detector = build_detector(self.active_config, gpu=banks_on_gpu(self.device)).fit(self.references)
         return self
 
     def analyse_references(self, images: Sequence[ImageInput]) -> list[ImageAnalysis]:
@@ -323,9 +338,11 @@ class Pipeline:
         Returns:
           the references' analyses.
         """
-        if len(_image_list(images)) == 0:
+        images = _image_list(images)
+        if len(images) == 0:
             raise DataError("fit needs at least one good image")
-        self.registration = build_registration(self.config)
+        self._activate(self.config.for_references(len(images)))
+        self.registration = build_registration(self.active_config)
         if self.registration is not None:
             self.registration.fit(self._working_rgb(images[0]))
             self._keys_by_path.clear()  # a path's registered content depends on the first reference

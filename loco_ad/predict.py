@@ -159,7 +159,9 @@ def run(args: argparse.Namespace) -> int:
         raise DataError(f"good image {error.path} cannot be read ({error.reason}); fix or remove it") from None
     detector = pipeline.detector
     if args.threshold is None:
-        threshold, rule = auto_threshold(detector.leave_one_out_scores(), detector.value_at_weights(), config.ensemble.threshold_rule)
+        threshold, rule = auto_threshold(
+            detector.leave_one_out_scores(), detector.value_at_weights(), pipeline.active_config.ensemble.threshold_rule
+        )
     else:
         threshold, rule = args.threshold, "given with --threshold"
     items, pictures = _score(pipeline, images, args.images, threshold, args.out)

@@ -76,7 +76,7 @@ class EvaluationReport:
         if (seed, k) != (self.seed, self.k):
             return
         threshold, rule = auto_threshold(
-            detector.leave_one_out_scores(), detector.value_at_weights(), self.config.ensemble.threshold_rule
+            detector.leave_one_out_scores(), detector.value_at_weights(), self.config.for_references(k).ensemble.threshold_rule
         )
         items = [
             ReportItem(

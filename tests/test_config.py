@@ -84,6 +84,9 @@ def test_overrides_parse_each_type() -> None:
         ("alignment.method=segmenter", "needs the colour_clusters segmenter"),
         ("segmenter.sam.model=vit_x", "choose from vit_h, vit_l, vit_b"),
         ("scorers.colour.mode", "expects key=value"),
+        ("few_references=name=other", "must set one of segmenter, embedder"),
+        ("few_references=embedder.handcrafted.colour_weight=-1", "block weights must be >= 0"),
+        ("few_references=embedder.handcrafted.colour=1", "valid keys under embedder.handcrafted"),
     ],
 )
 def test_bad_overrides_are_config_errors_naming_the_choices(override: str, message: str) -> None:
@@ -157,3 +160,21 @@ def test_cli_unknown_key_is_one_line_and_exit_2(capsys, tmp_path) -> None:
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: unknown setting 'scorers.colour.hue'") and "\n" not in err
     assert not (tmp_path / "out").exists()
+
+
+def test_few_references_settings_hold_only_for_fits_on_few_references() -> None:
+    base = get_preset("fast")
+    config = apply_overrides(base, ["few_references=embedder.handcrafted.colour_weight=0.5,scorers.foreground.top_fraction=0.1"])
+    assert config.few_references == ("embedder.handcrafted.colour_weight=0.5", "scorers.foreground.top_fraction=0.1")
+    assert config.for_references(2) is config and config.for_references(8) is config
+    one = config.for_references(1)
+    assert one.few_references == () and one.embedder.handcrafted.colour_weight == 0.5
+    assert one.scorers.foreground.top_fraction == 0.1
+    changed = {key for key, value in knobs(one).items() if knobs(base)[key] != value}
+    assert changed == {"embedder.handcrafted.colour_weight", "scorers.foreground.top_fraction"}
+    assert base.for_references(1) is base
+    up_to_two = apply_overrides(config, ["few_references_max=2"])
+    assert up_to_two.for_references(2) == dataclasses.replace(one, few_references_max=2)
+    assert up_to_two.for_references(3) is up_to_two
+    with pytest.raises(ConfigError, match="few_references_max must be >= 1"):
+        apply_overrides(config, ["few_references_max=0"])

@@ -112,14 +112,18 @@ def test_preset_scores_equal_a_pipeline_run(tiny_loco_root: Path, tmp_path: Path
     cache = AnalysisCache(tmp_path / "cache")
     images = load_image_set(data, None, None)
     base = get_preset("offline")
-    configs = [base, candidate_config(base, {"ensemble.combination": "sum", "ensemble.cap": 1.5})]
+    single = candidate_config(base, {"few_references": "embedder.handcrafted.colour_weight=0.1"})
+    configs = [base, candidate_config(base, {"ensemble.combination": "sum", "ensemble.cap": 1.5}), single]
     runs = [(0, 1), (0, 3)]
     scores = score_candidates(configs, data, images, runs, lambda config: Pipeline(config, cache=cache, progress=False))
-    expected = evaluate(Pipeline(base, cache=cache, progress=False), [data], seeds=[0], shots=[1, 3], pixel=False)
-    for run, (_, k) in enumerate(runs):
-        rows = {row["file"]: row["score"] for row in expected.scores if row["k_shot"] == k}
-        np.testing.assert_allclose(scores[0, run], [rows[file] for file in images.files], rtol=1e-9)
+    for index in (0, 2):
+        expected = evaluate(Pipeline(configs[index], cache=cache, progress=False), [data], seeds=[0], shots=[1, 3], pixel=False)
+        for run, (_, k) in enumerate(runs):
+            rows = {row["file"]: row["score"] for row in expected.scores if row["k_shot"] == k}
+            np.testing.assert_allclose(scores[index, run], [rows[file] for file in images.files], rtol=1e-9)
     assert not np.allclose(scores[0], scores[1])
+    # the single-reference settings change the k = 1 run only
+    assert not np.allclose(scores[0, 0], scores[2, 0]) and np.array_equal(scores[0, 1], scores[2, 1])
 
 
 def test_cli_writes_the_report(tiny_loco_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

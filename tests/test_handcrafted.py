@@ -131,3 +131,22 @@ def test_offline_preset_builds_an_embedder_with_its_position_weight() -> None:
     assert embedder.position_weight == config.embedder.handcrafted.position_weight > 0
     assert embedder.neighbour_weight == config.embedder.handcrafted.neighbour_weight > 0
     assert embedder.colour_scales == config.embedder.handcrafted.colour_scales
+
+
+def test_colour_weight_sets_the_colour_blocks_against_the_texture_blocks() -> None:
+    # a red and a green field, far from their edge with the black right half: only the colour blocks tell them apart
+    red = np.zeros((4 * PATCH, 8 * PATCH, 3), np.uint8)
+    red[:, : 4 * PATCH] = (200, 40, 40)
+    green = red.copy()
+    green[:, : 4 * PATCH] = (40, 160, 40)
+    similarity = {}
+    for weight in (1.0, 0.25, 0.0):
+        embedder = HandcraftedEmbedder(patch_size=PATCH, neighbour_weight=1.0, colour_weight=weight, position_weight=2.0)
+        a, b = embedder.embed([red, green])
+        np.testing.assert_allclose(np.linalg.norm(a, axis=-1), 1.0, atol=1e-5)
+        similarity[weight] = float(a[1, 0] @ b[1, 0])
+    assert similarity[1.0] < similarity[0.25] < similarity[0.0]
+    assert similarity[0.0] == pytest.approx(1.0, abs=1e-6)
+    # weight 1 is the descriptor without the knob
+    default = HandcraftedEmbedder(patch_size=PATCH, neighbour_weight=1.0).embed([red])[0]
+    np.testing.assert_array_equal(default, HandcraftedEmbedder(patch_size=PATCH, neighbour_weight=1.0, colour_weight=1.0).embed([red])[0])

@@ -56,6 +56,25 @@ def test_second_run_does_no_model_work_and_matches(tmp_path, monkeypatch):
     assert again.cache.misses == 0
 
 
+def test_a_fit_on_one_reference_runs_with_the_few_references_settings(tmp_path):
+    config = apply_overrides(
+        get_preset("offline"),
+        ["ensemble.scorers=foreground", "few_references=embedder.handcrafted.colour_weight=0", "few_references_max=1"],
+    )
+    pipeline = Pipeline(config, cache=AnalysisCache(tmp_path), progress=False)
+    scene = _tests()[0]
+    one = pipeline.fit(_references(1)).predict(scene)
+    assert pipeline.active_config == config.for_references(1) and pipeline.embedder.colour_weight == 0
+    two = pipeline.fit(_references(2)).predict(scene)
+    assert pipeline.active_config is config and pipeline.embedder.colour_weight == 1
+    assert one.analysis.patches.shape == two.analysis.patches.shape
+    assert not np.allclose(one.analysis.patches, two.analysis.patches)  # other descriptors, each cached under its own key
+    assert pipeline.cache.misses == 1 + 1 + 2 + 1
+    again = pipeline.fit(_references(1)).predict(scene)
+    np.testing.assert_array_equal(again.analysis.patches, one.analysis.patches)
+    assert again.score == pytest.approx(one.score) and pipeline.cache.misses == 5
+
+
 def test_images_scored_without_remember_are_not_kept(monkeypatch):
     pipeline = _offline(scorers=("class_agnostic",)).fit(_references())
     embed = type(pipeline.embedder).embed

@@ -35,7 +35,8 @@ class HandcraftedEmbedder:
 
     Each block is divided by a fixed scale and lifted onto the unit sphere by
     ``x -> [x, 1] / sqrt(|x|² + 1)`` (inverse stereographic projection): every
-    block gets unit norm, so the appearance blocks count equally in a cosine similarity,
+    block gets unit norm, so the appearance blocks count equally in a cosine similarity
+    (unless ``colour_weight`` sets the colour blocks apart),
     yet its magnitude is kept (a flat patch and a strongly textured one stay
     apart, which a plain per-block L2 normalisation would lose). The
     concatenation is then L2-normalised: the cosine similarity of two
@@ -51,6 +52,11 @@ class HandcraftedEmbedder:
         per pixel); about the level of a patch crossed by a clear edge.
       neighbour_weight: norm of the neighbour-layout block (its colour
         differences are divided by the first colour scale); 0 leaves it out.
+      colour_weight: norm of the colour blocks (1, 2 and the neighbour
+        layout, whose norm becomes ``neighbour_weight × colour_weight``) against
+        the texture blocks' 1. Below 1 the descriptor leans on shape and texture:
+        what a single reference can vouch for when good parts come in colours
+        it does not show (the offline preset's k = 1 setting, see ``loco_ad.config``).
       position_weight: norm of an optional last block, the patch's place in
         the image: (cos πy, sin πy, cos πx, sin πx) / √2 with y, x in [0, 1]
         the patch centre over the image height and width. Its dot product with
@@ -58,7 +64,7 @@ class HandcraftedEmbedder:
         offset between the two patches (1 at the same place, −1 at opposite
         corners). With weight w the block adds w² × that term to the
         appearance blocks' similarities (the concatenation is normalised by
-        √(4 + n² + w²), n the neighbour weight): a reference patch far away is
+        √(2c² + 2 + c²n² + w²), c the colour weight, n the neighbour weight): a reference patch far away is
         less similar than an equal one nearby, as with the positional embeddings inside DINOv2's patch
         tokens. 0 leaves the block out.
     """
@@ -73,6 +79,7 @@ class HandcraftedEmbedder:
         colour_scales: tuple[float, float] = (25.0, 10.0),
         gradient_scale: float = 1.0,
         neighbour_weight: float = 0.0,
+        colour_weight: float = 1.0,
         position_weight: float = 0.0,
     ) -> None:
         self.patch_size = patch_size
@@ -81,6 +88,7 @@ class HandcraftedEmbedder:
         self.colour_scales = colour_scales
         self.gradient_scale = gradient_scale
         self.neighbour_weight = neighbour_weight
+        self.colour_weight = colour_weight
         self.position_weight = position_weight
 
     def embed(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
@@ -106,14 +114,15 @@ class HandcraftedEmbedder:
         mean, mean_sq = self._pool(lab), self._pool(lab**2)
         fine_hist = self._orientation_histogram(lightness)
         coarse_hist = self._orientation_histogram(cv2.GaussianBlur(lightness, (0, 0), p / 4))
+        colour = self.colour_weight
         blocks = [
-            self._colour_block(mean, mean_sq),
-            self._colour_block(self._context(mean), self._context(mean_sq)),
+            colour * self._colour_block(mean, mean_sq),
+            colour * self._colour_block(self._context(mean), self._context(mean_sq)),
             _lift(fine_hist / self.gradient_scale),
             _lift(self._context(coarse_hist) / self.gradient_scale),
         ]
         if self.neighbour_weight:
-            blocks.append(self.neighbour_weight * _lift(self._neighbour_differences(mean) / self.colour_scales[0]))
+            blocks.append(colour * self.neighbour_weight * _lift(self._neighbour_differences(mean) / self.colour_scales[0]))
         if self.position_weight:
             blocks.append(self.position_weight * _position_block(height // p, width // p))
         features = np.concatenate(blocks, axis=-1)
