@@ -86,7 +86,7 @@ def test_overrides_parse_each_type() -> None:
         ("scorers.colour.mode", "expects key=value"),
         ("few_references=name=other", "must set one of segmenter, embedder"),
         ("few_references=embedder.handcrafted.colour_weight=-1", "block weights must be >= 0"),
-        ("few_references=embedder.handcrafted.colour=1", "valid keys under embedder.handcrafted"),
+        ("few_references=embedder.handcrafted.colour=1", "few_references: unknown setting 'embedder.handcrafted.colour'"),
     ],
 )
 def test_bad_overrides_are_config_errors_naming_the_choices(override: str, message: str) -> None:
@@ -176,5 +176,8 @@ def test_few_references_settings_hold_only_for_fits_on_few_references() -> None:
     up_to_two = apply_overrides(config, ["few_references_max=2"])
     assert up_to_two.for_references(2) == dataclasses.replace(one, few_references_max=2)
     assert up_to_two.for_references(3) is up_to_two
+    listed = apply_overrides(base, ["few_references=ensemble.scorers=class_agnostic,foreground,scorers.foreground.top_fraction=0.1"])
+    assert listed.few_references == ("ensemble.scorers=class_agnostic,foreground", "scorers.foreground.top_fraction=0.1")
+    assert listed.for_references(1).ensemble.scorers == ("class_agnostic", "foreground")
     with pytest.raises(ConfigError, match="few_references_max must be >= 1"):
         apply_overrides(config, ["few_references_max=0"])
