@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     def body() -> int:
         scorers = parse_scorers(args.scorers) if args.scorers else ALL_SCORERS
         # the scales divide the scores of fits on one reference: measured with the settings those fits run with
-        config = config_from_args(args).with_scorers(scorers).for_references(1)
+        config = config_from_args(args).for_references(1).with_scorers(scorers)
         if printed_config(args, config):
             return 0
         check_output_dir(args.out, "--out folder")

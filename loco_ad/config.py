@@ -468,7 +468,7 @@ class EnsembleConfig(_Settings):
       cap: a normalised score above it counts as ``cap`` (None: no cap).
       single_reference_scorers: with k = 1, only those of ``scorers`` that are
         listed here are summed (none listed, or empty: all of ``scorers``).
-        ``with_scorers`` (and ``--scorers``) clears it.
+        ``with_scorers`` (and ``--scorers``) clears it and any choice of scorers in ``few_references``.
       threshold_rule: how the automatic verdict threshold comes from the references'
         leave-one-out scores (``loco_ad.threshold.RULES``): ``mean`` (default; see
         ``experiments/threshold_rules.py``), ``median``, ``mean_std`` or ``max``.
@@ -692,9 +692,16 @@ class PipelineConfig(_Settings):
         return apply_overrides(dataclasses.replace(self, few_references=()), self.few_references)
 
     def with_scorers(self, scorers: Sequence[str]) -> "PipelineConfig":
-        """A copy with other scorers enabled at every k (``single_reference_scorers`` cleared; the rest unchanged)."""
+        """A copy with other scorers enabled at every k.
+
+        ``single_reference_scorers`` is cleared and so is any choice of scorers in
+        ``few_references``; the rest is unchanged.
+        """
+        scorer_keys = ("ensemble.scorers", "ensemble.single_reference_scorers")
         return dataclasses.replace(
-            self, ensemble=dataclasses.replace(self.ensemble, scorers=tuple(scorers), single_reference_scorers=())
+            self,
+            ensemble=dataclasses.replace(self.ensemble, scorers=tuple(scorers), single_reference_scorers=()),
+            few_references=tuple(o for o in self.few_references if o.partition("=")[0].strip() not in scorer_keys),
         )
 
     def to_dict(self) -> dict:
@@ -755,13 +762,14 @@ PRESETS: dict[str, PipelineConfig] = {
             combination="sum",
         ),
         # one or two references: colour blocks at half weight, position block at
-        # 12. Few references rarely show every colour a good part comes in (one
-        # juice_bottle reference shows one of three juices), and the descriptor then
-        # calls every other colour a defect; shape and place are what they vouch for.
-        # experiments/cross_validate.py (experiments/grids/offline_few_references.json:
-        # colour weight 0.5 / 0.25 / 0, position 8 / 12, up to k = 1 / 2) chooses this
-        # on all images; held fixed, k = 1 AUROC 0.704 -> 0.784, k = 2 0.739 -> 0.784
-        # (F1-max at 57:71 at k = 2 0.819 -> 0.811); k >= 4 unchanged
+        # 12, class_agnostic + foreground (k = 1: foreground, as above). Few
+        # references rarely show every colour a good part comes in (one juice_bottle
+        # reference shows one of three juices), and the colour blocks and the histogram
+        # then call every other colour a defect; shape and place are what they vouch
+        # for. experiments/cross_validate.py (experiments/grids/offline_few_references.json:
+        # colour weight 0.5 / 0.25 / 0, position 8 / 12, four scorer sets, up to
+        # k = 1 / 2) chooses this on all images; held fixed, k = 1 AUROC 0.704 -> 0.784,
+        # k = 2 0.739 -> 0.821; chosen per fold, pooled, 0.778 and 0.811; k >= 4 unchanged
         few_references=(
             "embedder.handcrafted.colour_weight=0.5",
             "embedder.handcrafted.position_weight=12",

@@ -179,5 +179,9 @@ def test_few_references_settings_hold_only_for_fits_on_few_references() -> None:
     listed = apply_overrides(base, ["few_references=ensemble.scorers=class_agnostic,foreground,scorers.foreground.top_fraction=0.1"])
     assert listed.few_references == ("ensemble.scorers=class_agnostic,foreground", "scorers.foreground.top_fraction=0.1")
     assert listed.for_references(1).ensemble.scorers == ("class_agnostic", "foreground")
+    # --scorers enables its scorers at every k: a scorer choice for few references goes, the rest stays
+    chosen = listed.with_scorers(("histogram",))
+    assert chosen.few_references == ("scorers.foreground.top_fraction=0.1",)
+    assert chosen.for_references(1).ensemble.scorers == ("histogram",)
     with pytest.raises(ConfigError, match="few_references_max must be >= 1"):
         apply_overrides(config, ["few_references_max=0"])
