@@ -255,7 +255,8 @@ def score_candidates(
             for index in members:
                 config = configs[index].for_references(len(fitted))
                 detector = build_detector(config)
-                for name in detector.names_for(len(fitted)):
+                names = detector.names_for(len(fitted))
+                for name in names:
                     make = detector.factories[name]
                     key = json.dumps([name, dataclasses.asdict(getattr(config.scorers, name))], sort_keys=True)
                     if key not in raw:
@@ -263,7 +264,7 @@ def score_candidates(
                         loo = leave_one_out_raw_scores(make, fitted) if len(fitted) > 1 else []
                         raw[key] = (np.array([scorer.score(a).value for a in analyses]), loo)
                     values, loo = raw[key]
-                    scores[index, run] += detector.contribution(name, values, detector.weight_from(name, loo))
+                    scores[index, run] += detector.contribution(name, values, detector.weight_from(name, loo), len(names) == 1)
             bar.update()
     bar.close()
     return scores

@@ -427,13 +427,14 @@ DEFAULT_FALLBACK_SCALES = PerScorer(
     class_agnostic=0.08, class_aware=0.2, foreground=0.1, embedding=0.3, histogram=0.3, colour=0.05, location=0.5
 )
 # Offline preset: `python experiments/fallback_scales.py --data-root
-# ../shared/data/mvtec_loco_subset --category juice_bottle --preset offline`
-# (20 pairs of train/good images, with the preset's few-reference descriptor:
-# medians 0.00435, 0.302, 0.00536, 0.328, 0.297, 0.0549, 0.505). The old shared
-# constants were far too large for its patch scorers, so at k = 1 the automatic
-# threshold flagged nothing (TPR 0; experiments/threshold_rules.py).
+# ../shared/data/mvtec_loco_subset --category juice_bottle --preset offline
+# --set few_references=` (20 pairs of train/good images; medians 0.0145, 0.306,
+# 0.0177, 0.331, 0.297, 0.0549, 0.505), for its descriptor without the
+# few-reference settings; those carry their own patch-scorer scales (below). The
+# old shared constants were 4x too large for its patch scorers, so at k = 1 the
+# automatic threshold flagged nothing (TPR 0; experiments/threshold_rules.py).
 OFFLINE_FALLBACK_SCALES = PerScorer(
-    class_agnostic=0.004, class_aware=0.3, foreground=0.005, embedding=0.3, histogram=0.3, colour=0.05, location=0.5
+    class_agnostic=0.02, class_aware=0.3, foreground=0.02, embedding=0.3, histogram=0.3, colour=0.05, location=0.5
 )
 # Offline preset: the four scorers outside its default ensemble (class_aware,
 # embedding, colour, location) count for 0.05 of one of the others when they are
@@ -770,10 +771,15 @@ PRESETS: dict[str, PipelineConfig] = {
         # colour weight 0.5 / 0.25 / 0, position 8 / 12, four scorer sets, up to
         # k = 1 / 2) chooses this on all images; held fixed, k = 1 AUROC 0.704 -> 0.784,
         # k = 2 0.739 -> 0.821; chosen per fold, pooled, 0.778 and 0.811; k >= 4 unchanged
+        # (k = 1 fallback scales of the patch scorers for this descriptor: medians
+        # 0.00435 and 0.00536 by experiments/fallback_scales.py; with the cap, a scale
+        # too small for the descriptor would cap every image alike)
         few_references=(
             "embedder.handcrafted.colour_weight=0.5",
             "embedder.handcrafted.position_weight=12",
             "ensemble.scorers=class_agnostic,foreground",
+            "ensemble.fallback_scales.class_agnostic=0.004",
+            "ensemble.fallback_scales.foreground=0.005",
         ),
         few_references_max=2,
     ),

@@ -47,7 +47,7 @@ class Detector:
         the scorer's fallback scale.
       combination: ``"log"`` or ``"sum"`` (see above).
       log_offset: added to a normalised score before its log.
-      cap: largest normalised score (None: no cap).
+      cap: largest normalised score (None: no cap); a scorer summed alone is not capped.
       single_reference_scorers: with one reference, only those of the enabled
         scorers that are in this list are fitted and summed (none in it, or an
         empty list: all of them).
@@ -124,10 +124,14 @@ class Detector:
             return scale
         return leave_one_out_weight(leave_one_out_raw, self.weight_floor_fraction * scale)
 
-    def contribution(self, name: str, raw: float | np.ndarray, weight: float) -> np.ndarray:
-        """What scorer ``name`` adds to the image score for a raw score (or an array of them) and its weight."""
+    def contribution(self, name: str, raw: float | np.ndarray, weight: float, alone: bool = False) -> np.ndarray:
+        """What scorer ``name`` adds to the image score for a raw score (or an array of them) and its weight.
+
+        ``alone``: it is the only scorer summed, and is not capped (the cap limits
+        one scorer's share of a sum; alone it would only tie the images above it).
+        """
         normalised = np.asarray(raw, dtype=np.float64) / weight
-        if self.cap is not None:
+        if self.cap is not None and not alone:
             normalised = np.minimum(normalised, self.cap)
         if self.combination == "log":
             normalised = np.log(normalised + self.log_offset)
@@ -136,11 +140,15 @@ class Detector:
     def value_at_weights(self) -> float:
         """The score of an image on which every fitted scorer scores exactly its weight (the k = 1 threshold)."""
         self._fitted()
-        return float(sum(self.contribution(name, 1.0, 1.0) for name in self.scorers_))
+        return float(sum(self.contribution(name, 1.0, 1.0, self._alone) for name in self.scorers_))
 
     def _fitted(self) -> None:
         if not hasattr(self, "scorers_"):
             raise RuntimeError("call fit with good reference images before scoring")
+
+    @property
+    def _alone(self) -> bool:
+        return len(self.scorers_) == 1
 
     def _map_factor(self, name: str) -> float:
         return self.multipliers.get(name, 1.0) / self.weights_[name]
@@ -160,7 +168,7 @@ class Detector:
             raw = scorer.score(image)
             factor = self._map_factor(name)
             raw_scores[name] = raw.value
-            scores[name] = float(self.contribution(name, raw.value, self.weights_[name]))
+            scores[name] = float(self.contribution(name, raw.value, self.weights_[name], self._alone))
             if raw.map is not None:
                 anomaly_map = raw.map * factor if anomaly_map is None else anomaly_map + raw.map * factor
         return Prediction(float(sum(scores.values())), anomaly_map, scores, raw_scores, image)
@@ -175,7 +183,7 @@ class Detector:
         self._fitted()
         if self.used_fallback_:
             return []
-        per_scorer = [self.contribution(name, raw, self.weights_[name]) for name, raw in self.leave_one_out_raw_.items()]
+        per_scorer = [self.contribution(name, raw, self.weights_[name], self._alone) for name, raw in self.leave_one_out_raw_.items()]
         return [float(value) for value in np.sum(per_scorer, axis=0)]
 
     @property

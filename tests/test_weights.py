@@ -141,12 +141,22 @@ def test_log_combination_and_cap_by_hand(references) -> None:
     log = _detector(("histogram",), multipliers=multipliers, combination="log", log_offset=0.1, cap=1.2)
     assert log.contribution("histogram", 3.0, 2.0) == pytest.approx(2.0 * np.log(1.2 + 0.1))  # capped at 1.2
     assert log.contribution("histogram", 1.0, 2.0) == pytest.approx(2.0 * np.log(0.5 + 0.1))
+    assert log.contribution("histogram", 3.0, 2.0, alone=True) == pytest.approx(2.0 * np.log(1.5 + 0.1))  # alone: no cap
     np.testing.assert_allclose(log.contribution("histogram", np.array([1.0, 3.0]), 2.0), 2.0 * np.log([0.6, 1.3]))
     fitted = _detector(("class_agnostic", "histogram"), combination="log", cap=None).fit(references)
     result = fitted.score(analysis_from_scene(make_scene("missing", seed=5)))
     for name in ("class_agnostic", "histogram"):
         assert result.scores[name] == pytest.approx(np.log(result.raw_scores[name] / fitted.weights[name] + 0.1))
     assert plain.fit(references).value_at_weights() == 1.0
+    # a fallback scale far below the raw scores caps each scorer of a sum, never a lone scorer (which would tie every image)
+    tiny = dataclasses.replace(CONFIG.ensemble.fallback_scales, class_agnostic=1e-6, histogram=1e-6)
+    scenes = [analysis_from_scene(make_scene(kind, seed=6)) for kind in ("missing", "good")]
+    lone = _detector(("class_agnostic",), combination="sum", cap=2.0, fallback_scales=tiny).fit(references[:1])
+    first, second = (lone.score(scene) for scene in scenes)
+    assert first.score == pytest.approx(first.raw_scores["class_agnostic"] / 1e-6) and first.score != second.score
+    pair = _detector(("class_agnostic", "histogram"), combination="sum", cap=2.0, fallback_scales=tiny).fit(references[:1])
+    result = pair.score(scenes[0])
+    assert result.raw_scores["class_agnostic"] > 0 and result.scores["class_agnostic"] == 2.0
     preset = CONFIG.ensemble.multipliers  # the offline preset weighs colour down (0.05)
     summed = _detector(("histogram", "colour"), combination="sum").fit(references).value_at_weights()
     assert summed == pytest.approx(preset.histogram + preset.colour) and preset.colour < 1
