@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from experiments.fallback_scales import main
-from loco_ad.config import ALL_SCORERS
+from loco_ad.cache import AnalysisCache
+from loco_ad.config import ALL_SCORERS, PRESETS
 from loco_ad.data import load_category
 from loco_ad.pipeline import Pipeline
 
@@ -23,7 +24,9 @@ def test_weights_of_disjoint_pairs_and_their_medians(tiny_loco_root: Path, tmp_p
     train = load_category(tiny_loco_root, "juice_bottle").train  # 6 images: pairs 0+1, 2+3, 4+5
     assert len(rows) == 3 * len(ALL_SCORERS)
     assert {row["pair"] for row in rows} == {f"{a.name}+{b.name}" for a, b in (train[0:2], train[2:4], train[4:6])}
-    second = Pipeline.from_preset("offline", scorers=ALL_SCORERS, cache_dir=tmp_path / "cache", progress=False).fit(train[2:4])
+    one_reference_settings = PRESETS["offline"].for_references(1).with_scorers(ALL_SCORERS)  # what k = 1 runs with
+    assert one_reference_settings != PRESETS["offline"].with_scorers(ALL_SCORERS)
+    second = Pipeline(one_reference_settings, cache=AnalysisCache(tmp_path / "cache"), progress=False).fit(train[2:4])
     for row in rows:
         if row["pair"] == f"{train[2].name}+{train[3].name}":
             assert float(row["weight"]) == pytest.approx(second.weights[row["scorer"]])
