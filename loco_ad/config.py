@@ -767,7 +767,7 @@ PRESETS: dict[str, PipelineConfig] = {
         # reference shows one of three juices), and full-weight colour blocks then call
         # every other colour a defect; shape and place are what it vouches for.
         # experiments/cross_validate.py (experiments/grids/offline_few_references.json,
-        # colour weight 0.5 / 0.25 / 0) chose 0.25 on all images and on 14 of 15 folds;
+        # colour weight 1 / 0.5 / 0.25 / 0) chose 0.25 on all images and on 14 of 15 folds;
         # held fixed, k = 1 AUROC 0.704 -> 0.789. The fallback scales are this
         # descriptor's (experiments/fallback_scales.py: medians 0.00779, 0.00896).
         # Why only k = 1, and not a heavier position block: the README, "One reference"
