@@ -142,5 +142,6 @@ def build_detector(config: PipelineConfig, gpu: bool = False) -> Detector:
         log_offset=ensemble.log_offset,
         cap=ensemble.cap,
         single_reference_scorers=ensemble.single_reference_scorers,
+        threshold_rule=ensemble.threshold_rule,
         uses_gpu=gpu,
     )

@@ -14,6 +14,7 @@ import numpy as np
 
 from loco_ad.analysis import ImageAnalysis, Prediction, Scorer
 from loco_ad.errors import ConfigError, DataError
+from loco_ad.threshold import RULES, auto_threshold
 from loco_ad.weights import leave_one_out_raw_scores, leave_one_out_weight
 
 
@@ -51,6 +52,8 @@ class Detector:
       single_reference_scorers: with one reference, only those of the enabled
         scorers that are in this list are fitted and summed (none in it, or an
         empty list: all of them).
+      threshold_rule: how ``auto_threshold`` turns the references' leave-one-out
+        scores into a verdict threshold (a key of ``loco_ad.threshold.RULES``).
       uses_gpu: True when the scorers' patch banks live on a GPU (faiss GPU
         indexes must not be searched from several threads at once).
     """
@@ -65,10 +68,13 @@ class Detector:
         log_offset: float = 0.1,
         cap: float | None = 2.0,
         single_reference_scorers: Sequence[str] = (),
+        threshold_rule: str = "mean",
         uses_gpu: bool = False,
     ) -> None:
         if combination not in ("log", "sum"):
             raise ConfigError(f"unknown combination {combination!r}; choose log or sum")
+        if threshold_rule not in RULES:
+            raise ConfigError(f"unknown threshold rule {threshold_rule!r}; choose from {', '.join(RULES)}")
         self.factories = dict(factories)
         self.multipliers = dict(multipliers or {})
         self.fallback_scales = dict(fallback_scales or {})
@@ -77,6 +83,7 @@ class Detector:
         self.log_offset = log_offset
         self.cap = cap
         self.single_reference_scorers = tuple(single_reference_scorers)
+        self.threshold_rule = threshold_rule
         self.uses_gpu = uses_gpu
 
     def names_for(self, k: int) -> tuple[str, ...]:
@@ -141,6 +148,10 @@ class Detector:
         """The score of an image on which every fitted scorer scores exactly its weight (the k = 1 threshold)."""
         self._fitted()
         return float(sum(self.contribution(name, 1.0, 1.0, self._alone) for name in self.scorers_))
+
+    def auto_threshold(self) -> tuple[float, str]:
+        """The automatic verdict threshold of this fit, and a sentence saying how it was chosen (``threshold_rule``)."""
+        return auto_threshold(self.leave_one_out_scores(), self.value_at_weights(), self.threshold_rule)
 
     def _fitted(self) -> None:
         if not hasattr(self, "scorers_"):

@@ -40,7 +40,6 @@ from loco_ad.report import (
     write_overlays,
     write_results,
 )
-from loco_ad.threshold import auto_threshold
 
 BATCH = 8  # images read and handed to the pipeline at once
 TOP = 5  # anomalies listed in the printed summary
@@ -159,9 +158,7 @@ def run(args: argparse.Namespace) -> int:
         raise DataError(f"good image {error.path} cannot be read ({error.reason}); fix or remove it") from None
     detector = pipeline.detector
     if args.threshold is None:
-        threshold, rule = auto_threshold(
-            detector.leave_one_out_scores(), detector.value_at_weights(), pipeline.active_config.ensemble.threshold_rule
-        )
+        threshold, rule = detector.auto_threshold()
     else:
         threshold, rule = args.threshold, "given with --threshold"
     items, pictures = _score(pipeline, images, args.images, threshold, args.out)

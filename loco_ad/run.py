@@ -39,7 +39,6 @@ from loco_ad.core import Detector
 from loco_ad.data import CategoryData, read_mask
 from loco_ad.io import check_output_dir, write_csv, write_json
 from loco_ad.report import ReportItem, ReportMeta, remove_report_folders, write_image_report
-from loco_ad.threshold import auto_threshold
 
 TABLE_COLUMNS = ("image_score", "image_auroc", "logical_auroc", "structural_auroc", "pixel_score", "pixel_auroc", "spro")
 METRIC_COLUMNS = ["seed", "k_shot", "category", "image_score", "pixel_score", "image_auroc", "image_ap",
@@ -59,12 +58,12 @@ def build_parser() -> argparse.ArgumentParser:
 class EvaluationReport:
     """Keeps the predictions of one (seed, k) per category and writes their pictures and report.html.
 
-    The verdicts use ``threshold.auto_threshold`` on the leave-one-out scores of
+    The verdicts use ``Detector.auto_threshold`` on the leave-one-out scores of
     that fit's references; anomalous images get their ground-truth outline.
     Nothing is written until ``write``, so a failed run leaves no partial report.
 
     Arguments:
-      config: the evaluated configuration (its name, and its threshold rule).
+      config: the evaluated configuration (its name).
       seed, k: the run to report.
     """
 
@@ -75,9 +74,7 @@ class EvaluationReport:
     def __call__(self, data: CategoryData, seed: int, k: int, predictions: list[Prediction], detector: Detector) -> None:
         if (seed, k) != (self.seed, self.k):
             return
-        threshold, rule = auto_threshold(
-            detector.leave_one_out_scores(), detector.value_at_weights(), self.config.for_references(k).ensemble.threshold_rule
-        )
+        threshold, rule = detector.auto_threshold()
         items = [
             ReportItem(
                 name=str(sample.path.relative_to(data.root / "test")),

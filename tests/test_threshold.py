@@ -7,7 +7,10 @@ import typing
 import numpy as np
 import pytest
 
+from loco_ad.build import build_detector
 from loco_ad.config import EnsembleConfig, apply_overrides, get_preset
+from loco_ad.core import Detector
+from loco_ad.errors import ConfigError
 from loco_ad.pipeline import Pipeline
 from loco_ad.threshold import RULES, auto_threshold, threshold_from
 from tests.scenes import make_scene
@@ -64,3 +67,16 @@ def test_threshold_and_test_scores_share_units(with_a_lone_variant: Pipeline) ->
     np.testing.assert_allclose(scaled.leave_one_out_scores(), 5 * np.asarray(with_a_lone_variant.leave_one_out_scores()), rtol=1e-6)
     image = make_scene("moved", seed=50, size=SIZE).rgb
     assert scaled.predict(image).score == pytest.approx(5 * with_a_lone_variant.predict(image).score, rel=1e-6)
+
+
+def test_the_detector_thresholds_by_the_rule_it_was_built_with(with_a_lone_variant: Pipeline) -> None:
+    references = with_a_lone_variant.references
+    thresholds = {}
+    for rule in RULES:
+        detector = build_detector(apply_overrides(get_preset("offline"), [f"ensemble.threshold_rule={rule}"])).fit(references)
+        assert detector.threshold_rule == rule
+        thresholds[rule] = detector.auto_threshold()
+        assert thresholds[rule] == auto_threshold(detector.leave_one_out_scores(), detector.value_at_weights(), rule)
+    assert thresholds["max"][0] > thresholds["mean"][0]
+    with pytest.raises(ConfigError, match="unknown threshold rule 'most'"):
+        Detector({}, threshold_rule="most")
