@@ -37,8 +37,9 @@ from pathlib import Path
 from typing import Sequence
 
 from loco_ad.cli import run_main
+from loco_ad.data import resolve_categories
 from loco_ad.errors import LocoAdError
-from loco_ad.io import write_csv, write_json
+from loco_ad.io import check_output_dir, write_csv, write_json
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 VAND2025 = REPOSITORY / "experiments" / "vand2025.py"
@@ -76,10 +77,17 @@ def run_step(name: str, command: list[str], out: Path, cwd: Path | None = None, 
     return seconds
 
 
-def copy_checkout(challenge: Path, fork: Path) -> None:
-    """Copy the challenge checkout to ``fork`` (replacing it), writable even when the source is read-only."""
+def check_inputs(challenge: Path, root: Path, categories: Sequence[str], out: Path) -> None:
+    """``LocoAdError``, before anything is written, unless ``challenge`` holds the evaluator,
+    the categories are under ``root`` and ``out`` can be written."""
     if not (challenge / "src" / "eval" / "evaluate.py").is_file():
         raise LocoAdError(f"{challenge} is not a checkout of the VAND 2025 challenge repository (no src/eval/evaluate.py)")
+    resolve_categories(root, categories)
+    check_output_dir(out, "--out folder")
+
+
+def copy_checkout(challenge: Path, fork: Path) -> None:
+    """Copy the challenge checkout to ``fork`` (replacing it), writable even when the source is read-only."""
     if fork.exists():
         shutil.rmtree(fork)
     shutil.copytree(challenge, fork, ignore=shutil.ignore_patterns(".git", ".venv"))
@@ -101,6 +109,7 @@ def compare(
     Returns:
       ``timing.json``'s content: both wall times, the largest difference and the loco_ad file the evaluator imported.
     """
+    check_inputs(challenge, root, categories, out)
     out = out.resolve()  # the evaluator runs in OUT/official: every path it gets must be absolute
     out.mkdir(parents=True, exist_ok=True)
     fork = out / "fork"

@@ -195,3 +195,22 @@ def test_official_evaluator_scores_the_fork_as_vand2025(loco_subset: Path, tmp_p
     assert len(set(official)) == 2 and all(abs(value - constant) > 1e-3 for value in official)  # the model's scores, not the template's zeros
     assert timing["loco_ad"].startswith(str(tmp_path / "fork" / CARRIED))  # it ran the carried code
     assert (tmp_path / "fork/src/eval/evaluate.py").read_bytes() == (CHALLENGE / "src/eval/evaluate.py").read_bytes()
+
+
+@pytest.mark.parametrize("bad", ["challenge", "data_root", "category"])
+def test_official_comparison_with_bad_input_is_one_line_and_writes_nothing(
+    bad: str, tiny_loco_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from experiments.vand2025_official import main
+
+    challenge = tmp_path / "challenge"
+    (challenge / "src" / "eval").mkdir(parents=True)
+    (challenge / "src" / "eval" / "evaluate.py").write_text("")
+    arguments = {"challenge": challenge, "data_root": tiny_loco_root, "category": "juice_bottle"}
+    arguments[bad] = {"challenge": tmp_path / "nowhere", "data_root": tmp_path / "nothing", "category": "breakfast_box"}[bad]
+    out = tmp_path / "out"
+    code = main(["--challenge", str(arguments["challenge"]), "--data-root", str(arguments["data_root"]),
+                 "--category", str(arguments["category"]), "--out", str(out)])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: ")
+    assert not out.exists()
