@@ -19,8 +19,8 @@ scratch. Each candidate (the preset, then every value of ``--grid KEY=V1,V2``)
 is fitted on the ``--good`` good draws and scores ``--test-good`` good and
 ``--defects`` defective draws. Prints the image AUROC per photograph, shift
 and candidate, and per candidate and shift the share of good and of defective
-images each automatic threshold rule (``loco_ad.threshold.RULES``) flags;
-writes both to OUT/pose_sensitivity.csv.
+images each automatic threshold rule (``loco_ad.threshold.RULES``) flags, and
+the AUROC of each kind of defect alone; writes them to OUT/pose_sensitivity.csv.
 
 Generated images are a proxy: one photograph, moved rigidly, is not a product
 line. The figures say how fast a setting degrades with pose, not what a real
@@ -100,6 +100,17 @@ def draw_set(image: np.ndarray, shift: float, n_good: int, n_test_good: int, n_d
     return references, tests, np.array([0] * n_test_good + [1] * n_defects)
 
 
+def auroc_by_defect(labels: np.ndarray, scores: np.ndarray) -> dict[str, float]:
+    """``auroc_<kind>``: the image AUROC of each kind of defect of ``draw_set`` (kinds in turn) against the good images."""
+    good, defective = scores[labels == 0], scores[labels == 1]
+    result = {}
+    for index, kind in enumerate(DEFECTS[: len(defective)]):
+        kind_scores = defective[index :: len(DEFECTS)]
+        kind_labels = np.r_[np.zeros(len(good)), np.ones(len(kind_scores))]
+        result[f"auroc_{kind}"] = auroc_and_f1_max(kind_labels, np.r_[good, kind_scores])[0]
+    return result
+
+
 def parse_grid(pair: str | None) -> list[list[str]]:
     """The candidates' ``--set`` overrides: none (the preset), then KEY=V for each value of ``--grid KEY=V1,V2``."""
     if pair is None:
@@ -146,20 +157,27 @@ def main(argv: list[str] | None = None) -> int:
                     detector = pipeline.fit(references).detector
                     scores = np.array([p.score for p in pipeline.predict_many(tests, progress=False, remember=False)])
                     row = {"candidate": " ".join(overrides) or "preset", "image": name, "shift": shift,
-                           "auroc": auroc_and_f1_max(labels, scores)[0]}
+                           "auroc": auroc_and_f1_max(labels, scores)[0], **auroc_by_defect(labels, scores)}
                     loo, at_weights = detector.leave_one_out_scores(), detector.value_at_weights()
                     for rule in RULES:
                         flagged = scores >= threshold_from(loo, at_weights, rule)
                         row[f"fpr_{rule}"], row[f"tpr_{rule}"] = flagged[labels == 0].mean(), flagged[labels == 1].mean()
                     rows.append(row)
         rates = [f"{kind}_{rule}" for rule in RULES for kind in ("fpr", "tpr")]
-        write_csv(args.out / "pose_sensitivity.csv", rows, ["candidate", "image", "shift", "auroc", *rates])
+        by_defect = [f"auroc_{kind}" for kind in DEFECTS if f"auroc_{kind}" in rows[0]]
+        write_csv(args.out / "pose_sensitivity.csv", rows, ["candidate", "image", "shift", "auroc", *by_defect, *rates])
         names = [" ".join(overrides) or "preset" for overrides, _ in candidates]
         print(f"{'candidate':<44}{'shift':>7}" + "".join(f"{name:>11}" for name in args.images) + f"{'mean':>9}")
         for label in names:
             for shift in args.shifts:
                 values = [row["auroc"] for row in rows if row["candidate"] == label and row["shift"] == shift]
                 print(f"{label:<44}{shift:>7g}" + "".join(f"{value:>11.3f}" for value in values) + f"{np.mean(values):>9.3f}")
+        print("\nimage AUROC of each kind of defect against the good images (means over the photographs):")
+        for label in names:
+            for shift in args.shifts:
+                chosen = [row for row in rows if row["candidate"] == label and row["shift"] == shift]
+                print(f"{label:<44}{shift:>7g}   " + "   ".join(f"{column[6:]} {np.mean([r[column] for r in chosen]):.3f}"
+                                                        for column in by_defect))
         print("\nflagged by each threshold rule, good / defective (means over the photographs):")
         for label in names:
             for shift in args.shifts:

@@ -35,12 +35,17 @@ def test_auroc_per_candidate_and_a_bad_image_name(tmp_path: Path, capsys: pytest
         rows = list(csv.DictReader(file))
     assert [row["candidate"] for row in rows] == ["preset", "embedder.handcrafted.position_weight=1"]
     assert all(0.5 < float(row["auroc"]) <= 1.0 for row in rows)  # the defects rank above most good draws
+    for row in rows:  # one defect of each kind against 3 good images; with as many of each kind, the AUROC is their mean
+        by_kind = [float(row[f"auroc_{kind}"]) for kind in DEFECTS]
+        assert all(3 * v == pytest.approx(round(3 * v)) for v in by_kind)
+        assert float(row["auroc"]) == pytest.approx(np.mean(by_kind))
     for row in rows:  # each rule flags a share of the 3 good and the 4 defective images; a higher threshold flags fewer
         fpr = [float(row[f"fpr_{rule}"]) for rule in ("max", "mean_std", "mean")]
         tpr = [float(row[f"tpr_{rule}"]) for rule in ("max", "mean_std", "mean")]
         assert all(3 * v == round(3 * v) for v in fpr) and all(4 * v == round(4 * v) for v in tpr)
         assert fpr == sorted(fpr) and tpr == sorted(tpr)  # two references: max = mean + std >= mean
-    assert "position_weight=1" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "position_weight=1" in printed and "AUROC of each kind of defect" in printed and "recoloured " in printed
     bad = tmp_path / "bad"
     assert main(["--images", "no_such_photo", "--out", str(bad), "--quiet"]) == 2
     assert "no sample image 'no_such_photo'" in capsys.readouterr().err and not bad.exists()
