@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Sequence
 
 from loco_ad.cli import run_main
-from loco_ad.data import resolve_categories
+from loco_ad.data import CATEGORIES, resolve_categories
 from loco_ad.errors import LocoAdError
 from loco_ad.io import check_output_dir, write_csv, write_json
 
@@ -82,7 +82,9 @@ def check_inputs(challenge: Path, root: Path, categories: Sequence[str], out: Pa
     the categories are under ``root`` and ``out`` can be written."""
     if not (challenge / "src" / "eval" / "evaluate.py").is_file():
         raise LocoAdError(f"{challenge} is not a checkout of the VAND 2025 challenge repository (no src/eval/evaluate.py)")
-    resolve_categories(root, categories)
+    foreign = [name for name in resolve_categories(root, categories) if name not in CATEGORIES]
+    if foreign:
+        raise LocoAdError(f"the official evaluator knows only the MVTec LOCO categories ({', '.join(CATEGORIES)}), not {', '.join(foreign)}")
     check_output_dir(out, "--out folder")
 
 

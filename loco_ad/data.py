@@ -10,6 +10,12 @@ The official layout of one category::
 
 Each ground-truth file holds one defect: its pixels carry the defect's grey
 value (``pixel_value`` in ``defects_config.json``), all others are 0.
+
+Any category name is accepted (MVTec 3D-AD's ``tire``, a user's product laid
+out the same way); ``validation``, ``defects_config.json`` and either anomaly
+folder may be absent. Without ``defects_config.json`` (or for a grey value it
+does not list) a defect region saturates at its own area, so sPRO is the plain
+per-region overlap (PRO) of MVTec AD.
 """
 
 from __future__ import annotations
@@ -285,18 +291,28 @@ def _check_root(root: Path) -> None:
         raise DataError(f"data root {root} {state}; pass the folder that holds the MVTec LOCO categories")
 
 
+def category_folders(root: str | Path) -> list[str]:
+    """The folders under ``root`` in the MVTec LOCO layout (holding ``train/good`` and ``test``), sorted by name."""
+    return sorted(d.name for d in Path(root).iterdir() if (d / "train" / "good").is_dir() and (d / "test").is_dir())
+
+
 def resolve_categories(root: str | Path, spec: str | Sequence[str]) -> list[str]:
     """The categories to evaluate.
+
+    A category is any folder under ``root`` in the MVTec LOCO layout, whatever
+    its name: the five MVTec LOCO categories, MVTec 3D-AD's ``tire`` laid out
+    the same way, or a user's product.
 
     Arguments:
       root: the data root.
       spec: category names as a comma-separated string or a sequence of such
-        strings (as a CLI's ``--category a b,c`` gives), or ``"all"`` alone (every
-        category of ``CATEGORIES`` present under ``root``).
+        strings (as a CLI's ``--category a b,c`` gives), or ``"all"`` alone: every
+        folder under ``root`` in the layout (``category_folders``), by name. On an
+        MVTec LOCO root these are its five categories in ``CATEGORIES`` order.
     Returns:
-      category names, in the order first given, each once (``CATEGORIES`` order for ``"all"``).
+      category names, in the order first given, each once.
     Raises:
-      ConfigError: a name is not a MVTec LOCO category.
+      ConfigError: no name is given, or ``"all"`` is mixed with names.
       DataError: ``root`` or a named category folder is missing, or ``"all"`` finds none.
     """
     root = Path(root)
@@ -304,16 +320,16 @@ def resolve_categories(root: str | Path, spec: str | Sequence[str]) -> list[str]
     items = [spec] if isinstance(spec, str) else list(spec)
     names = list(dict.fromkeys(n.strip() for item in items for n in item.split(",") if n.strip()))
     if names == ["all"]:
-        present = [c for c in CATEGORIES if (root / c).is_dir()]
+        present = category_folders(root)
         if not present:
-            raise DataError(f"no MVTec LOCO category folder ({', '.join(CATEGORIES)}) under {root}")
+            raise DataError(f"no category folder under {root}; a category holds train/good and test (the MVTec LOCO layout)")
         return present
-    unknown = [n for n in names if n not in CATEGORIES]
-    if unknown or not names:
-        raise ConfigError(f"unknown category {', '.join(unknown) or '(none given)'}; choose from all, {', '.join(CATEGORIES)}")
+    if not names or "all" in names:
+        raise ConfigError(f"--category takes category folder names or 'all' alone, got {', '.join(names) or '(none given)'}")
     missing = [n for n in names if not (root / n).is_dir()]
     if missing:
-        raise DataError(f"category folder(s) {', '.join(missing)} not found under {root}")
+        present = ", ".join(category_folders(root)) or "none"
+        raise DataError(f"category folder(s) {', '.join(missing)} not found under {root} (categories there: {present})")
     return names
 
 
@@ -389,18 +405,23 @@ def _read_defects(path: Path) -> list[DefectConfig]:
         raise DataError(f"malformed {path}: {error!r}; expected a list of defect entries") from None
 
 
-def saturation_scale(category: str, size: tuple[int, int]) -> float:
+def saturation_scale(category: str, size: tuple[int, int], stored_size: tuple[int, int]) -> float:
     """Factor from the original image's pixels to pixels at ``size``, for absolute sPRO saturations.
 
+    Absolute saturation thresholds in ``defects_config.json`` are in pixels of
+    the original images: for a MVTec LOCO category those of the official release
+    (``ORIGINAL_AREAS``, so a downscaled copy keeps the official thresholds); for
+    any other category, those of its images as stored.
+
     Arguments:
-      category: a MVTec LOCO category.
+      category: the category name.
       size: (height, width) at which masks and maps are evaluated.
+      stored_size: (height, width) of the category's images on disk.
     Returns:
       ``height * width / original area``.
     """
-    if category not in ORIGINAL_AREAS:
-        raise ConfigError(f"unknown category {category!r}; choose from {', '.join(CATEGORIES)}")
-    return size[0] * size[1] / ORIGINAL_AREAS[category]
+    original = ORIGINAL_AREAS.get(category, stored_size[0] * stored_size[1])
+    return size[0] * size[1] / original
 
 
 def draw_references(train: Sequence[Path], k: int, seed: int) -> list[Path]:

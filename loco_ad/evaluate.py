@@ -173,14 +173,15 @@ def evaluate(
             scores = np.array([p.score for p in predictions])
             row = {"seed": seed, "k_shot": k, "category": data.name, **image_metrics(labels, scores, types)}
             if pixel and predictions[0].map is not None:
-                size = pixel_eval_size(predictions[0].map.shape, image_size(data.test[0].path), settings.pixel_long_side)
+                stored_size = image_size(data.test[0].path)
+                size = pixel_eval_size(predictions[0].map.shape, stored_size, settings.pixel_long_side)
                 if masks is None:
                     masks = [read_mask_channels(sample, size) for sample in data.test]
                     union = [m.max(axis=0, initial=0) for m in masks]
                     defects = saturation_defects(data, masks)
                 maps = [_resize_map(p.map, size) for p in predictions]
                 row["pixel_auroc"], row["pixel_score"] = pixel_metrics(union, maps)
-                scale = saturation_scale(data.name, size)
+                scale = saturation_scale(data.name, size, stored_size)
                 row.update(spro_by_type(masks, maps, types, defects, scale, settings.spro_fpr_limit))
             result.metrics.append(row)
             for sample, prediction in zip(data.test, predictions):

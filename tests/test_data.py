@@ -212,20 +212,31 @@ def test_resolve_categories(tiny_loco_root: Path, tmp_path: Path) -> None:
     assert resolve_categories(tiny_loco_root, " juice_bottle ") == ["juice_bottle"]
     assert resolve_categories(tiny_loco_root, ["juice_bottle"]) == ["juice_bottle"]
     assert resolve_categories(tiny_loco_root, ["all"]) == ["juice_bottle"]
-    with pytest.raises(ConfigError, match="teapot"):
-        resolve_categories(tiny_loco_root, ["juice_bottle", "teapot,all"])
+    with pytest.raises(ConfigError, match="'all' alone"):
+        resolve_categories(tiny_loco_root, ["juice_bottle", "all"])
     with pytest.raises(ConfigError, match="none given"):
         resolve_categories(tiny_loco_root, [])
-    with pytest.raises(ConfigError, match="bottle.*choose from all, breakfast_box"):
+    with pytest.raises(DataError, match="bottle not found.*categories there: juice_bottle"):
         resolve_categories(tiny_loco_root, "bottle")
     with pytest.raises(DataError, match="pushpins"):
         resolve_categories(tiny_loco_root, "juice_bottle,pushpins")
     with pytest.raises(DataError, match="does not exist"):
         resolve_categories(tmp_path / "nowhere", "all")
     assert resolve_categories(tiny_loco_root, ["juice_bottle", "juice_bottle,juice_bottle"]) == ["juice_bottle"]
-    (tmp_path / "empty").mkdir()
-    with pytest.raises(DataError, match="no MVTec LOCO category"):
+    (tmp_path / "empty" / "notes").mkdir(parents=True)  # a folder outside the layout is no category
+    with pytest.raises(DataError, match="no category folder"):
         resolve_categories(tmp_path / "empty", "all")
+
+
+def test_any_category_name_in_the_layout(tmp_path: Path) -> None:
+    """A folder of any name in the layout is a category; "all" lists every one, by name, and nothing else."""
+    root = make_loco_tree(tmp_path / "data", category="tire", n_logical=0)
+    make_loco_tree(root, category="breakfast_box", n_structural=0)
+    (root / "docs").mkdir()
+    assert resolve_categories(root, "tire") == ["tire"]
+    assert resolve_categories(root, "all") == ["breakfast_box", "tire"]
+    data = load_category(root, "tire")
+    assert {s.anomaly_type for s in data.test} == {"good", "structural"}
 
 
 def test_data_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -244,10 +255,11 @@ def test_data_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_saturation_scale() -> None:
-    assert saturation_scale("juice_bottle", (800, 400)) == pytest.approx(0.25)
-    assert saturation_scale("breakfast_box", (1280, 1600)) == pytest.approx(1.0)
-    with pytest.raises(ConfigError):
-        saturation_scale("bottle", (10, 10))
+    # MVTec LOCO categories: pixels of the official release, whatever the size on disk
+    assert saturation_scale("juice_bottle", (800, 400), (400, 200)) == pytest.approx(0.25)
+    assert saturation_scale("breakfast_box", (1280, 1600), (640, 800)) == pytest.approx(1.0)
+    # any other category: pixels of its images as stored
+    assert saturation_scale("tire", (150, 200), (300, 400)) == pytest.approx(0.25)
 
 
 # ---------------------------------------------------------------- reference draw

@@ -208,7 +208,7 @@ def test_spro_on_tiny_tree(tiny_loco_root) -> None:
     masks = [read_mask_channels(s, size) for s in data.test]
     union = [read_mask(s, size) for s in data.test]
     perfect = [u.astype(float) for u in union]
-    scale = saturation_scale(data.name, size)
+    scale = saturation_scale(data.name, size, (64, 96))
     assert spro_auc(masks, perfect, data.defects, scale=scale) == pytest.approx(1.0)
     noisy = [p + np.random.default_rng(i).random(size) * 300 for i, p in enumerate(perfect)]
     value = spro_auc(masks, noisy, data.defects, scale=scale)
@@ -222,7 +222,7 @@ def test_spro_on_real_masks_runs_fast(loco_sample) -> None:
     masks = [read_mask(s, size) for s in data.test]
     rng = np.random.default_rng(5)
     maps = [(m > 0) * 0.5 + rng.random(size) for m in masks]
-    scale = saturation_scale(data.name, size)
+    scale = saturation_scale(data.name, size, (800, 400))
     with_config = spro_auc(masks, maps, data.defects, scale=scale)
     plain = spro_auc(masks, maps, None)
     assert 0.0 < plain < 1.0 and 0.0 < with_config < 1.0

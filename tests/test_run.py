@@ -15,6 +15,7 @@ import pytest
 
 from loco_ad import run
 from loco_ad.config import ALL_SCORERS
+from tests.loco_tree import make_loco_tree
 
 
 def _run(tmp_path: Path, *args: str) -> int:
@@ -56,6 +57,21 @@ def test_offline_run_writes_all_result_files(tmp_path, tiny_loco_root, capsys):
     assert "juice_bottle" in printed and "AUFC" in printed
 
 
+def test_any_category_in_the_layout_without_defects_config(tmp_path, capsys):
+    """A non-LOCO category name with structural anomalies only, no validation split and no defects_config.json:
+    evaluated, sPRO as plain PRO (each region saturating at its own area)."""
+    root = make_loco_tree(tmp_path / "data", category="tire", n_logical=0, n_validation=0)
+    (root / "tire" / "defects_config.json").unlink()
+    out = tmp_path / "out"
+    assert _run(tmp_path, "--data-root", str(root), "--category", "all", "--shots", "2", "--seeds", "42",
+                "--preset", "offline", "--out", str(out)) == 0
+    assert json.loads((out / "results.json").read_text())["config"]["categories"] == ["tire"]
+    (row,) = _rows(out / "metrics.csv")
+    assert row["category"] == "tire" and math.isnan(float(row["logical_spro"]))
+    assert 0.0 <= float(row["structural_spro"]) <= 1.0 and row["spro"] == row["structural_spro"]
+    assert "tire" in capsys.readouterr().out
+
+
 def test_second_run_does_no_model_work_and_gives_identical_scores(tmp_path, tiny_loco_root, capsys):
     args = ["--data-root", str(tiny_loco_root), "--shots", "2", "--seeds", "42", "--preset", "offline"]
     assert _run(tmp_path, *args, "--out", str(tmp_path / "a")) == 0
@@ -92,7 +108,8 @@ def test_folder_not_in_loco_layout(tmp_path, capsys):
 
 
 def test_unknown_category_and_scorer(tmp_path, tiny_loco_root, capsys):
-    assert "choose from" in _error(tmp_path, capsys, "--data-root", str(tiny_loco_root), "--category", "teapot")
+    message = _error(tmp_path, capsys, "--data-root", str(tiny_loco_root), "--category", "teapot")
+    assert "teapot not found" in message and "categories there: juice_bottle" in message
     message = _error(tmp_path, capsys, "--data-root", str(tiny_loco_root), "--scorers", "histogram,sparkle")
     assert "sparkle" in message and all(name in message for name in ALL_SCORERS)
 

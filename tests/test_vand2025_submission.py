@@ -197,7 +197,7 @@ def test_official_evaluator_scores_the_fork_as_vand2025(loco_subset: Path, tmp_p
     assert (tmp_path / "fork/src/eval/evaluate.py").read_bytes() == (CHALLENGE / "src/eval/evaluate.py").read_bytes()
 
 
-@pytest.mark.parametrize("bad", ["challenge", "data_root", "category"])
+@pytest.mark.parametrize("bad", ["challenge", "data_root", "category", "foreign"])
 def test_official_comparison_with_bad_input_is_one_line_and_writes_nothing(
     bad: str, tiny_loco_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
@@ -207,7 +207,11 @@ def test_official_comparison_with_bad_input_is_one_line_and_writes_nothing(
     (challenge / "src" / "eval").mkdir(parents=True)
     (challenge / "src" / "eval" / "evaluate.py").write_text("")
     arguments = {"challenge": challenge, "data_root": tiny_loco_root, "category": "juice_bottle"}
-    arguments[bad] = {"challenge": tmp_path / "nowhere", "data_root": tmp_path / "nothing", "category": "breakfast_box"}[bad]
+    if bad == "foreign":  # a category in the layout that the official evaluator does not know
+        arguments["data_root"] = make_loco_tree(tmp_path / "data", category="tire")
+        arguments["category"] = "tire"
+    else:
+        arguments[bad] = {"challenge": tmp_path / "nowhere", "data_root": tmp_path / "nothing", "category": "breakfast_box"}[bad]
     out = tmp_path / "out"
     code = main(["--challenge", str(arguments["challenge"]), "--data-root", str(arguments["data_root"]),
                  "--category", str(arguments["category"]), "--out", str(out)])
