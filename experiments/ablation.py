@@ -1,4 +1,4 @@
-"""Scorer ablation: every scorer alone, the default ensemble, all seven, and all seven minus each one.
+"""Scorer ablation: every scorer alone, the pixel baseline, the default ensemble, all seven, and all seven minus each one.
 
 Example::
 
@@ -12,7 +12,9 @@ the ensemble score of any subset is the sum of its members' columns — exactly
 what a run with only that subset enabled would give. Every subset is summed at
 every k, so at k = 1 the ``default`` row is the default scorers' sum, not a
 preset's ``ensemble.single_reference_scorers`` (the offline preset's k = 1
-default is the ``foreground`` row).
+default is the ``foreground`` row). The pixel baseline (``BASELINE_SCORERS``)
+is evaluated beside the pool and has a row of its own, but enters no subset
+unless ``--scorers`` puts it in the pool.
 
 Writes OUT/ablation.csv (one row per subset, category, seed and k),
 OUT/ablation.md (means over seeds and categories, subsets as rows, k as
@@ -39,7 +41,7 @@ from loco_ad.cli import (
     printed_config,
     run_main,
 )
-from loco_ad.config import ALL_SCORERS, DEFAULT_SCORERS, parse_scorers
+from loco_ad.config import ALL_SCORERS, BASELINE_SCORERS, DEFAULT_SCORERS, parse_scorers
 from loco_ad.io import check_output_dir, write_atomic, write_csv
 from loco_ad.metrics import image_metrics
 
@@ -48,23 +50,26 @@ METRICS = ("image_score", "image_auroc", "logical_auroc", "structural_auroc")
 
 
 def ablation_subsets(
-    pool: Sequence[str] = ALL_SCORERS, default: Sequence[str] = DEFAULT_SCORERS
+    pool: Sequence[str] = ALL_SCORERS, default: Sequence[str] = DEFAULT_SCORERS, baselines: Sequence[str] = BASELINE_SCORERS
 ) -> dict[str, tuple[str, ...]]:
     """The scorer subsets of the ablation, named, without duplicates.
 
-    In order: each scorer alone (named by its id), ``default`` (the default
-    ensemble, when all its members are in the pool), ``all`` (the whole pool)
-    and ``all-minus-<id>`` for each scorer (when the pool has more than one).
-    A subset equal to an earlier one (as a set) is left out.
+    In order: each scorer alone (named by its id), each baseline outside the
+    pool alone, ``default`` (the default ensemble, when all its members are in
+    the pool), ``all`` (the whole pool) and ``all-minus-<id>`` for each scorer
+    (when the pool has more than one). A subset equal to an earlier one (as a
+    set) is left out.
 
     Arguments:
       pool: the scorer ids to ablate.
       default: the default ensemble.
+      baselines: scorer ids reported alone beside the pool.
     Returns:
       subset name → scorer ids in pool order.
     """
     pool = tuple(pool)
-    candidates: list[tuple[str, tuple[str, ...]]] = [(name, (name,)) for name in pool]
+    alone = pool + tuple(name for name in baselines if name not in pool)
+    candidates: list[tuple[str, tuple[str, ...]]] = [(name, (name,)) for name in alone]
     if set(default) <= set(pool):
         candidates.append(("default", tuple(s for s in pool if s in default)))
     candidates.append(("all", pool))
@@ -184,13 +189,13 @@ def main(argv: list[str] | None = None) -> int:
         from loco_ad.evaluate import evaluate
 
         pool = parse_scorers(args.scorers) if args.scorers else ALL_SCORERS
-        config = config_from_args(args).with_scorers(pool)
+        subsets = ablation_subsets(pool)
+        config = config_from_args(args).with_scorers(tuple(dict.fromkeys(s for members in subsets.values() for s in members)))
         if printed_config(args, config):
             return 0
         check_output_dir(args.out, "--out folder")
         _, datasets = datasets_from_args(args)
         pipeline = pipeline_from_args(args, config)
-        subsets = ablation_subsets(pool)
         start = time.perf_counter()
         result = evaluate(pipeline, datasets, args.seeds, args.shots, pixel=False)
         rows = subset_metrics(result.scores, subsets)

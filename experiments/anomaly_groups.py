@@ -28,7 +28,7 @@ import numpy as np
 from sklearn.metrics import roc_auc_score
 
 from loco_ad.cli import run_main
-from loco_ad.config import ALL_SCORERS
+from loco_ad.config import KNOWN_SCORERS
 from loco_ad.errors import DataError
 
 
@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
             groups = {r["file"]: r[args.group_column] for r in read_rows(args.groups)}
         except KeyError as error:
             raise DataError(f"{args.groups} has no column {error.args[0]}; it needs file and {args.group_column}") from None
-        columns = [c for c in ALL_SCORERS if rows and c in rows[0]] + ["score"]
+        columns = [c for c in KNOWN_SCORERS if rows and c in rows[0]] + ["score"]
         table = group_aurocs(rows, groups, columns)
         if not table:
             raise DataError(f"no group of {args.groups} has both anomalous and good images in {args.scores}")

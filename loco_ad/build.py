@@ -109,7 +109,7 @@ def build_scorer(name: str, config: PipelineConfig, gpu: bool = False) -> Scorer
     """A new, unfitted scorer ``name`` with its settings from ``config.scorers``.
 
     Arguments:
-      name: a scorer id (``loco_ad.config.ALL_SCORERS``).
+      name: a scorer id (``loco_ad.config.KNOWN_SCORERS``).
       config: the pipeline configuration.
       gpu: put a patch scorer's banks on the GPU.
     Returns:

@@ -13,7 +13,7 @@ from typing import Callable
 from loco_ad.cache import AnalysisCache, default_cache_dir
 from loco_ad.config import (
     ALIGNMENTS,
-    ALL_SCORERS,
+    KNOWN_SCORERS,
     DEFAULT_SCORERS,
     PRESETS,
     PipelineConfig,
@@ -50,7 +50,7 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser, default_preset: str 
     group.add_argument("--preset", default=default_preset, help=f"model preset (default {default_preset}) — {presets}")
     group.add_argument(
         "--scorers",
-        help=f"comma-separated scorer ids from {', '.join(ALL_SCORERS)} (default: {','.join(DEFAULT_SCORERS)})",
+        help=f"comma-separated scorer ids from {', '.join(KNOWN_SCORERS)} (default: {','.join(DEFAULT_SCORERS)})",
     )
     group.add_argument("--alignment", choices=ALIGNMENTS, help="alignment strategy (default: the preset's)")
     group.add_argument(

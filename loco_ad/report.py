@@ -36,7 +36,7 @@ from PIL import Image
 from skimage.segmentation import find_boundaries
 
 from loco_ad.analysis import Prediction
-from loco_ad.config import PATCH_SCORERS
+from loco_ad.config import MAP_SCORERS
 from loco_ad.io import write_atomic, write_csv, write_json
 
 # Fixed colours of the aligned class ids 1, 2, ... (class id i takes PALETTE[(i - 1) % len]),
@@ -220,7 +220,7 @@ def overlay_stems(names: Sequence[str]) -> list[str]:
 
 
 def map_colour_range(scorers: Sequence[str]) -> tuple[float, float]:
-    """The map values drawn blue and red in every heat map: 0 and 2 per enabled patch scorer.
+    """The map values drawn blue and red in every heat map: 0 and 2 per enabled scorer with a map.
 
     Each patch scorer adds its patch distances divided by its leave-one-out
     weight to the map, and that weight is the mean of the top 2 % patch
@@ -228,14 +228,15 @@ def map_colour_range(scorers: Sequence[str]) -> tuple[float, float]:
     per patch scorer is where a good image's worst patches lie: the middle of
     the scale (green) is the good images' worst, red is twice that. One fixed
     scale lets colours compare across images and reports, and lets overlays
-    be drawn while later images are still being scored.
+    be drawn while later images are still being scored. The pixel baseline's
+    map (per-pixel difference over its leave-one-out weight, an RMS) counts the same.
 
     Arguments:
       scorers: ids of the enabled scorers.
     Returns:
       (vmin, vmax) for ``heatmap_overlay``.
     """
-    return 0.0, 2.0 * max(1, sum(name in PATCH_SCORERS for name in scorers))
+    return 0.0, 2.0 * max(1, sum(name in MAP_SCORERS for name in scorers))
 
 
 def write_overlays(out_dir: Path, item: ReportItem, stem: str, colour_range: tuple[float, float]) -> dict[str, str]:

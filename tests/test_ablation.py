@@ -18,10 +18,11 @@ from loco_ad.metrics import image_metrics
 from loco_ad.pipeline import Pipeline
 
 
-def test_subsets_of_all_seven_are_sixteen_distinct() -> None:
+def test_subsets_of_all_seven_are_sixteen_distinct_beside_the_pixel_baseline() -> None:
     subsets = ablation_subsets()
-    assert len(subsets) == 16
-    assert len({frozenset(m) for m in subsets.values()}) == 16
+    assert len(subsets) == 17
+    assert len({frozenset(m) for m in subsets.values()}) == 17
+    assert subsets["pixel"] == ("pixel",) and not any("pixel" in m for n, m in subsets.items() if n != "pixel")
     assert subsets["default"] == DEFAULT_SCORERS
     assert subsets["all"] == ALL_SCORERS
     for name in ALL_SCORERS:
@@ -31,8 +32,10 @@ def test_subsets_of_all_seven_are_sixteen_distinct() -> None:
 
 def test_coinciding_subsets_are_dropped() -> None:
     subsets = ablation_subsets(pool=DEFAULT_SCORERS)
-    # "all" equals "default" and is left out: 3 singles + default + 3 pairs.
-    assert list(subsets) == [*DEFAULT_SCORERS, "default", *(f"all-minus-{s}" for s in DEFAULT_SCORERS)]
+    # "all" equals "default" and is left out: 3 singles + the baseline + default + 3 pairs.
+    assert list(subsets) == [*DEFAULT_SCORERS, "pixel", "default", *(f"all-minus-{s}" for s in DEFAULT_SCORERS)]
+    in_pool = ablation_subsets(pool=("foreground", "pixel"))  # a baseline in the pool is one of its members
+    assert list(in_pool) == ["foreground", "pixel", "all"]
 
 
 def test_subset_column_sum_equals_a_run_with_only_that_subset(tiny_loco_root: Path, tmp_path: Path) -> None:
@@ -64,9 +67,9 @@ def test_cli_writes_results_and_a_second_run_does_no_model_work(
     assert re.search(r"cache: \d+ hits, [1-9]\d* misses", first) and "no model work" not in first  # cold: model work done
     with open(tmp_path / "out" / "ablation.csv") as file:
         rows = list(csv.DictReader(file))
-    assert len(rows) == 16 * 2
+    assert len(rows) == 17 * 2  # the sixteen subsets of the seven and the pixel baseline, at two k
     assert {r["subset"] for r in rows} == set(ablation_subsets())
-    assert "| all-minus-location |" in (tmp_path / "out" / "ablation.md").read_text()
+    assert all(f"| {name} |" in (tmp_path / "out" / "ablation.md").read_text() for name in ("all-minus-location", "pixel"))
     assert (tmp_path / "out" / "ablation.png").read_bytes()[:4] == b"\x89PNG"
     assert main(argv) == 0
     assert "0 misses — no model work" in capsys.readouterr().out

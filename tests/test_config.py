@@ -10,6 +10,7 @@ import pytest
 from loco_ad import build, models
 from loco_ad.config import (
     ALL_SCORERS,
+    KNOWN_SCORERS,
     PRESETS,
     AlignmentConfig,
     PipelineConfig,
@@ -113,6 +114,8 @@ def test_the_builder_hands_every_knob_to_its_component(monkeypatch) -> None:
             "scorers.class_aware.n_neighbours=3",
             "scorers.colour.chroma_scale=50",
             "scorers.location.mode=origin_distance",
+            "scorers.pixel.size=16",
+            "scorers.pixel.colour=false",
             "segmenter.colour_clusters.n_colours=5",
             "segmenter.colour_clusters.merge_distance=3",
             "segmenter.min_area=0.01",
@@ -125,7 +128,7 @@ def test_the_builder_hands_every_knob_to_its_component(monkeypatch) -> None:
             "ensemble.fallback_scales.histogram=0.7",
         ],
     )
-    for name in ALL_SCORERS:
+    for name in KNOWN_SCORERS:
         scorer = build.build_scorer(name, config)
         for key, value in dataclasses.asdict(getattr(config.scorers, name)).items():
             assert getattr(scorer, key) == value, (name, key)

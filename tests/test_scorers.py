@@ -9,7 +9,7 @@ import pytest
 from scipy import ndimage
 
 from loco_ad.analysis import ImageAnalysis
-from loco_ad.config import PATCH_SCORERS
+from loco_ad.config import MAP_SCORERS, PATCH_SCORERS
 from loco_ad.errors import ConfigError, DataError
 from loco_ad.features import SCORERS, make_scorer
 from loco_ad.features.composition import ColourScorer, LocationScorer
@@ -39,18 +39,18 @@ def _relabelled(seeds, relabel, anomaly: str = "good") -> list[ImageAnalysis]:
 
 
 def test_registry_matches_config() -> None:
-    from loco_ad.config import ALL_SCORERS
+    from loco_ad.config import KNOWN_SCORERS
 
-    assert tuple(SCORERS) == ALL_SCORERS
-    for name in ALL_SCORERS:
+    assert tuple(SCORERS) == KNOWN_SCORERS
+    for name in KNOWN_SCORERS:
         assert make_scorer(name).name == name
     with pytest.raises(ConfigError, match="choose from"):
         make_scorer("nearest_pixel")
 
 
-def test_patch_scorers_are_the_scorers_with_a_map(references) -> None:
+def test_map_scorers_are_the_scorers_with_a_map(references) -> None:
     with_map = {name for name in SCORERS if make_scorer(name).fit(references).score(references[0]).map is not None}
-    assert with_map == set(PATCH_SCORERS)
+    assert with_map == set(MAP_SCORERS)
 
 
 def test_bad_modes_and_no_references() -> None:

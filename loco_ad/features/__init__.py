@@ -1,4 +1,4 @@
-"""The seven scorers and their registry, keyed by the stable ids of ``loco_ad.config.ALL_SCORERS``."""
+"""The seven scorers, the pixel baseline and their registry, keyed by the stable ids of ``loco_ad.config.KNOWN_SCORERS``."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from loco_ad.analysis import Scorer
 from loco_ad.errors import ConfigError
 from loco_ad.features.composition import ColourScorer, EmbeddingScorer, HistogramScorer, LocationScorer
 from loco_ad.features.patches import ClassAgnosticScorer, ClassAwareScorer, ForegroundScorer
+from loco_ad.features.pixels import PixelScorer
 
 SCORERS: dict[str, type] = {
     cls.name: cls
@@ -19,6 +20,7 @@ SCORERS: dict[str, type] = {
         HistogramScorer,
         ColourScorer,
         LocationScorer,
+        PixelScorer,
     )
 }
 
@@ -27,7 +29,7 @@ def make_scorer(name: str, **params: Any) -> Scorer:
     """A new, unfitted scorer.
 
     Arguments:
-      name: the scorer id, one of ``loco_ad.config.ALL_SCORERS``.
+      name: the scorer id, one of ``loco_ad.config.KNOWN_SCORERS``.
       **params: keyword arguments of the scorer's constructor.
     Returns:
       the scorer; ``ConfigError`` naming the choices if ``name`` is unknown.
