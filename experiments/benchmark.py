@@ -5,8 +5,8 @@ Example::
     python experiments/benchmark.py --presets offline fast --random-weights --images 2 --out runs/benchmark
     python experiments/benchmark.py --presets paper fast --random-weights --device cuda --images 16 --out runs/benchmark
 
-Every component is built by ``loco_ad.build`` from the preset (and ``--set``
-overrides), exactly as the pipeline builds it. ``--random-weights`` builds SAM
+Every component is built by ``loco_ad.build`` from the preset (then the
+``--config`` file and ``--set`` overrides), exactly as the pipeline builds it. ``--random-weights`` builds SAM
 and DINOv2 at their real size untrained, so nothing is read or downloaded;
 time and memory are those of the trained models, except SAM's mask
 post-processing, which depends on how many masks pass its quality thresholds
@@ -56,7 +56,7 @@ import numpy as np
 
 from loco_ad.analysis import ImageAnalysis
 from loco_ad.build import build_detector, build_embedder, build_registration, build_segmenter, segmenter_class
-from loco_ad.cli import run_main
+from loco_ad.cli import add_config_argument, run_main, settings_from_file
 from loco_ad.config import PRESETS, PipelineConfig, apply_overrides, get_preset
 from loco_ad.io import check_output_dir, write_csv
 from loco_ad.stages.align import align, patch_grid_labels
@@ -275,6 +275,7 @@ def print_table(rows: Sequence[dict], columns: Sequence[str]) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python experiments/benchmark.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--presets", nargs="+", default=["fast"], choices=list(PRESETS))
+    add_config_argument(parser)
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a setting of every preset")
     parser.add_argument("--random-weights", action="store_true", help="SAM and DINOv2 untrained at real size (nothing read or downloaded)")
     parser.add_argument("--images", type=int, default=None, help="images per preset (default 1 on CPU, 16 on CUDA)")
@@ -289,7 +290,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def body() -> int:
-        configs = [apply_overrides(get_preset(name), args.set) for name in args.presets]
+        configs = [apply_overrides(settings_from_file(get_preset(name), args.config), args.set) for name in args.presets]
         check_output_dir(args.out, "--out folder")
         import torch
 

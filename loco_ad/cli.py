@@ -18,6 +18,7 @@ from loco_ad.config import (
     PRESETS,
     PipelineConfig,
     apply_overrides,
+    apply_settings,
     get_preset,
     parse_scorers,
 )
@@ -31,7 +32,7 @@ from loco_ad.data import (
     load_category,
     resolve_categories,
 )
-from loco_ad.errors import LocoAdError
+from loco_ad.errors import ConfigError, LocoAdError
 
 
 def describe_preset(config: PipelineConfig) -> str:
@@ -44,10 +45,11 @@ def describe_preset(config: PipelineConfig) -> str:
 
 
 def add_pipeline_arguments(parser: argparse.ArgumentParser, default_preset: str = "paper") -> None:
-    """Add --preset, --scorers, --alignment, --set, --print-config, --weights-dir, --cache-dir, --no-cache, --device, --quiet."""
+    """Add --preset, --config, --scorers, --alignment, --set, --print-config, --weights-dir, --cache-dir, --no-cache, --device, --quiet."""
     group = parser.add_argument_group("pipeline")
     presets = "; ".join(f"{name}: {describe_preset(config)}" for name, config in PRESETS.items())
     group.add_argument("--preset", default=default_preset, help=f"model preset (default {default_preset}) — {presets}")
+    add_config_argument(group)
     group.add_argument(
         "--scorers",
         help=f"comma-separated scorer ids from {', '.join(KNOWN_SCORERS)} (default: {','.join(DEFAULT_SCORERS)})",
@@ -60,12 +62,57 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser, default_preset: str 
         metavar="KEY=VALUE",
         help="override any setting, e.g. --set segmenter.sam.pred_iou_thresh=0.9 (repeatable; --print-config lists the keys)",
     )
-    group.add_argument("--print-config", action="store_true", help="print the resolved configuration as JSON and exit")
+    group.add_argument(
+        "--print-config", action="store_true", help="print the resolved configuration as JSON (a file --config reads back) and exit"
+    )
     group.add_argument("--weights-dir", type=Path, help="folder with model weights (default: $LOCO_AD_WEIGHTS, then the HF/torch caches)")
     group.add_argument("--cache-dir", type=Path, help=f"analysis cache folder (default: $LOCO_AD_CACHE or {default_cache_dir()})")
     group.add_argument("--no-cache", action="store_true", help="keep model outputs in memory only")
     group.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
     group.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def add_config_argument(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """Add --config FILE (the settings of a YAML or JSON file, applied after the preset)."""
+    parser.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help="YAML or JSON file of settings, the tree --print-config prints (whole or in part); "
+        "applied after --preset, before --scorers, --alignment and --set",
+    )
+
+
+def read_settings(path: Path | None) -> dict:
+    """The settings tree of a ``--config`` file (YAML, or JSON, which is YAML too); ``{}`` without one.
+
+    Raises:
+      ConfigError: the file cannot be read, is not YAML or does not hold a mapping.
+    """
+    if path is None:
+        return {}
+    import yaml
+
+    try:
+        settings = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"config file {path} cannot be read ({getattr(error, 'strerror', None) or error})") from None
+    except yaml.YAMLError as error:
+        where = getattr(error, "problem_mark", None)
+        line = f" at line {where.line + 1}" if where is not None else ""
+        raise ConfigError(f"config file {path} is not YAML or JSON{line}: {getattr(error, 'problem', None) or error}") from None
+    if not isinstance(settings, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of settings, as --print-config prints")
+    return settings
+
+
+def settings_from_file(config: PipelineConfig, path: Path | None) -> PipelineConfig:
+    """``config`` with the settings of the ``--config`` file at ``path`` (unchanged without one); errors name the file."""
+    settings = read_settings(path)
+    try:
+        return apply_settings(config, settings)
+    except ConfigError as error:
+        raise ConfigError(f"config file {path}: {error}") from None
 
 
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
@@ -114,17 +161,21 @@ def datasets_from_args(args: argparse.Namespace) -> tuple[Path, list[CategoryDat
 
 
 def config_from_args(args: argparse.Namespace, input_size: tuple[int, int] | None = None) -> PipelineConfig:
-    """The configuration the parsed arguments describe: the preset, then --scorers, --alignment, then each --set.
+    """The configuration the parsed arguments describe.
 
+    In order: the preset, the settings of the --config file, the command's
+    ``input_size`` (if it fixes one), --scorers, --alignment, then each --set.
     Imports nothing heavy, so a bad value is reported before any model library loads.
 
     Arguments:
       args: parsed arguments of ``add_pipeline_arguments``.
-      input_size: (height, width) every image is resized to before the model, or None.
+      input_size: (height, width) the command resizes every image to before the model, or None to leave it to the settings.
     Returns:
       the configuration; ``ConfigError`` for an unknown preset, scorer or key, or a bad value.
     """
-    config = dataclasses.replace(get_preset(args.preset), input_size=input_size)
+    config = settings_from_file(get_preset(args.preset), args.config)
+    if input_size is not None:
+        config = dataclasses.replace(config, input_size=input_size)
     if args.scorers:
         config = config.with_scorers(parse_scorers(args.scorers))
     if args.alignment:

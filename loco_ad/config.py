@@ -20,7 +20,7 @@ import math
 import types
 import typing
 from dataclasses import dataclass, field
-from typing import Any, Literal, Sequence
+from typing import Any, Literal, Mapping, Sequence
 
 from loco_ad.errors import ConfigError
 
@@ -615,23 +615,72 @@ def _parse_value(text: str, kind: Any, key: str) -> Any:
     return text
 
 
-def _replace_at(config: Any, path: list[str], text: str, done: str) -> Any:
-    """A copy of dataclass ``config`` with the setting at ``path`` parsed from ``text``."""
+def setting_text(value: Any) -> str:
+    """A setting's value as ``--set`` writes it: ``none``, ``true``/``false``, lists comma-separated.
+
+    ``_parse_value`` reads it back to the same value (``repr`` of a float is exact).
+    """
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return ",".join(setting_text(item) for item in value)
+    return str(value)
+
+
+def _dotted(head: str, value: Any) -> str:
+    """``head`` followed by the first key at each level of ``value``: how ``--set`` would have named it."""
+    while isinstance(value, Mapping) and value:
+        key, value = next(iter(value.items()))
+        head += f".{key}"
+    return head
+
+
+def _merge(config: Any, tree: Mapping[str, Any], done: str) -> Any:
+    """A copy of dataclass ``config`` with every setting of the nested mapping ``tree`` parsed by its type.
+
+    Each dataclass is rebuilt once with all its new values, so settings checked
+    together (``embedder.image_size`` and ``patch_size``) may change together.
+    """
     names = [item.name for item in dataclasses.fields(config)]
-    head, rest = path[0], path[1:]
     where = f"under {done.rstrip('.')}" if done else "at the top level"
-    if head not in names:
-        raise ConfigError(f"unknown setting {done + '.'.join(path)!r}; valid keys {where}: {', '.join(names)}")
-    current = getattr(config, head)
-    if dataclasses.is_dataclass(current):
-        if not rest:
-            inner = ", ".join(f"{done}{head}.{item.name}" for item in dataclasses.fields(current))
-            raise ConfigError(f"{done}{head} is a group of settings; set one of {inner or '(none: it has no knob)'}")
-        return dataclasses.replace(config, **{head: _replace_at(current, rest, text, f"{done}{head}.")})
-    if rest:
-        raise ConfigError(f"unknown setting {done + '.'.join(path)!r}; {done}{head} is a single value")
-    kind = typing.get_type_hints(type(config))[head]
-    return dataclasses.replace(config, **{head: _parse_value(text, kind, done + head)})
+    changes: dict[str, Any] = {}
+    for head, value in tree.items():
+        head = str(head)
+        if head not in names:
+            raise ConfigError(f"unknown setting {done + _dotted(head, value)!r}; valid keys {where}: {', '.join(names)}")
+        current = getattr(config, head)
+        if dataclasses.is_dataclass(current):
+            if not isinstance(value, Mapping):
+                inner = ", ".join(f"{done}{head}.{item.name}" for item in dataclasses.fields(current))
+                raise ConfigError(f"{done}{head} is a group of settings; set one of {inner or '(none: it has no knob)'}")
+            changes[head] = _merge(current, value, f"{done}{head}.")
+        elif isinstance(value, Mapping):
+            raise ConfigError(f"unknown setting {done + _dotted(head, value)!r}; {done}{head} is a single value")
+        else:
+            changes[head] = _parse_value(setting_text(value), typing.get_type_hints(type(config))[head], done + head)
+    return dataclasses.replace(config, **changes)
+
+
+def apply_settings(config: PipelineConfig, settings: Mapping[str, Any]) -> PipelineConfig:
+    """A copy of ``config`` with the settings of a nested mapping: the tree ``to_dict`` gives, whole or in part.
+
+    This is what ``--config FILE`` does with the file's contents. Every value is
+    read as ``--set`` reads its text (``setting_text``), so a file gets the same
+    checks and the same messages.
+
+    Arguments:
+      config: the starting configuration (a preset).
+      settings: e.g. ``{"ensemble": {"cap": 3, "scorers": ["histogram", "colour"]}}``.
+    Returns:
+      the new configuration.
+    Raises:
+      ConfigError: not a mapping, an unknown key (naming the valid ones) or a bad value.
+    """
+    if not isinstance(settings, Mapping):
+        raise ConfigError("expected a mapping of settings, as --print-config prints")
+    return _merge(config, settings, "")
 
 
 def apply_overrides(config: PipelineConfig, overrides: Sequence[str]) -> PipelineConfig:
@@ -655,7 +704,10 @@ def apply_overrides(config: PipelineConfig, overrides: Sequence[str]) -> Pipelin
         key, sep, text = override.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"--set expects key=value, got {override!r}; e.g. scorers.colour.mode=ab_ratio")
-        config = _replace_at(config, key.strip().split("."), text.strip(), "")
+        tree: Any = text.strip()
+        for name in reversed(key.strip().split(".")):
+            tree = {name: tree}
+        config = _merge(config, tree, "")
     return config
 
 
