@@ -68,13 +68,18 @@ def read_rows(path: Path) -> list[dict]:
         raise DataError(f"cannot read {path}: {error.strerror}") from None
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line interface (the manual shows its --help)."""
     parser = argparse.ArgumentParser(prog="python experiments/anomaly_groups.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--scores", type=Path, required=True, help="scores.csv of loco_ad.run")
     parser.add_argument("--groups", type=Path, required=True, help="CSV with columns file and --group-column")
     parser.add_argument("--group-column", default="group", help="the CSV column naming each file's group (default group)")
     parser.add_argument("--shots", nargs="+", type=int, help="only these k (default: all in the file)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
 
     def body() -> int:
         rows = [r for r in read_rows(args.scores) if args.shots is None or int(r["k_shot"]) in args.shots]

@@ -326,8 +326,7 @@ class PatchScorerConfig(_Settings):
 class PenalisedPatchScorerConfig(PatchScorerConfig):
     """The class-agnostic or foreground patch scorer.
 
-    Arguments:
-      n_neighbours, top_fraction: as in ``PatchScorerConfig``.
+    Arguments (besides those of ``PatchScorerConfig``):
       reference_penalty: λ of the composition penalty (``loco_ad.features.patches``):
         0 pools all references in one bank (the design's definition).
     """
@@ -343,8 +342,7 @@ class PenalisedPatchScorerConfig(PatchScorerConfig):
 class ClassAwareScorerConfig(PatchScorerConfig):
     """The class-aware patch scorer.
 
-    Arguments:
-      n_neighbours, top_fraction: as in ``PatchScorerConfig``.
+    Arguments (besides those of ``PatchScorerConfig``):
       reduce: ``"patches"`` (top fraction of all patches, each against its class's bank)
         or ``"max"`` (the design's: the largest per-class top-fraction mean).
     """

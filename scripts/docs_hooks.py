@@ -1,0 +1,72 @@
+"""MkDocs hooks (``hooks:`` in mkdocs.yml): the parts of the manual that are generated from the code.
+
+In a page's Markdown, ``<!-- readme -->`` becomes the repository's README.md (its
+links into ``docs/`` made relative to the site, so the home page and the README
+are one text), ``<!-- settings -->`` becomes the reference of every
+setting (``loco_ad.reference.settings_markdown``) and ``<!-- help: PROGRAM -->``
+the ``--help`` of ``python -m loco_ad.run`` (PROGRAM ``loco_ad.run``) or of
+``experiments/ablation.py`` (PROGRAM ``experiments/ablation.py``), so options
+and settings added to the code appear in the manual without anyone writing them.
+The modules are those of this checkout, whatever ``loco_ad`` is installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import re
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+HELP = re.compile(r"<!-- help: (\S+) -->")
+HELP_WIDTH = "100"  # columns of the --help text in the manual
+log = logging.getLogger("mkdocs.plugins.loco_ad")
+
+
+def module_name(program: str) -> str:
+    """The module of a program as the manual writes it: ``loco_ad.run`` stays, ``experiments/x.py`` → ``experiments.x``."""
+    return program.removesuffix(".py").replace("/", ".")
+
+
+def command_parser(program: str) -> argparse.ArgumentParser:
+    """The argument parser of ``program`` (``loco_ad.run``, ``experiments/ablation.py``): its module's ``build_parser()``."""
+    return importlib.import_module(module_name(program)).build_parser()
+
+
+def help_text(program: str) -> str:
+    """``program --help`` as a terminal HELP_WIDTH columns wide prints it."""
+    width = os.environ.get("COLUMNS")
+    os.environ["COLUMNS"] = HELP_WIDTH
+    try:
+        return command_parser(program).format_help()
+    finally:
+        if width is None:
+            del os.environ["COLUMNS"]
+        else:
+            os.environ["COLUMNS"] = width
+
+
+def readme_markdown() -> str:
+    """README.md without its title, its links into ``docs/`` made relative to the site."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    return text.split("\n", 1)[1].replace("](docs/", "](")
+
+
+def on_page_markdown(markdown: str, page, config, files) -> str:
+    """Replace the markers of the page by the generated text."""
+    from loco_ad.reference import settings, settings_markdown
+
+    markdown = markdown.replace("<!-- readme -->", readme_markdown())
+    if "<!-- settings -->" in markdown:
+        undocumented = [s.key for s in settings() if not s.description]
+        if undocumented:
+            log.warning("settings without a description (an Arguments entry in their dataclass's docstring): %s",
+                        ", ".join(undocumented))
+        markdown = markdown.replace("<!-- settings -->", settings_markdown())
+    return HELP.sub(lambda match: f"```text\n{help_text(match.group(1)).rstrip()}\n```", markdown)
