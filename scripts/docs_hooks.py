@@ -7,7 +7,8 @@ setting (``loco_ad.reference.settings_markdown``) and ``<!-- help: PROGRAM -->``
 the ``--help`` of ``python -m loco_ad.run`` (PROGRAM ``loco_ad.run``) or of
 ``experiments/ablation.py`` (PROGRAM ``experiments/ablation.py``), so options
 and settings added to the code appear in the manual without anyone writing them.
-The modules are those of this checkout, whatever ``loco_ad`` is installed.
+The experiments are imported from this checkout; ``loco_ad`` must be this
+checkout's too (installed from it, or ``PYTHONPATH=.``), else the build warns.
 """
 
 from __future__ import annotations
@@ -56,6 +57,16 @@ def readme_markdown() -> str:
     """README.md without its title, its links into ``docs/`` made relative to the site."""
     text = (ROOT / "README.md").read_text(encoding="utf-8")
     return text.split("\n", 1)[1].replace("](docs/", "](")
+
+
+def on_config(config):
+    """Warn (a failure under ``--strict``) when the ``loco_ad`` imported is not this checkout's."""
+    import loco_ad
+
+    if Path(loco_ad.__file__).resolve().parents[1] != ROOT:
+        log.warning("documenting loco_ad from %s, not from this checkout %s; run with PYTHONPATH=%s",
+                    Path(loco_ad.__file__).parent, ROOT, ROOT)
+    return config
 
 
 def on_page_markdown(markdown: str, page, config, files) -> str:
