@@ -4,9 +4,10 @@ One dataclass per component: the segmenter (with one block per kind), the
 embedder (likewise), the alignment, each scorer, the ensemble and the
 evaluation. A component's block holds exactly the keyword arguments of its
 constructor (``loco_ad.build`` turns a config into components), so every knob
-can be set from a preset, from Python (``dataclasses.replace``) or from the
-command line (``--set dotted.key=value``, see ``apply_overrides``), and
-``PipelineConfig.to_dict`` records what ran.
+can be set from a preset, from Python (``dataclasses.replace``), from a file
+(``--config FILE``, see ``apply_settings``) or from the command line
+(``--set dotted.key=value``, see ``apply_overrides``), and
+``PipelineConfig.to_dict`` records what ran (``loco_ad.reference`` lists every knob for the manual).
 
 This module imports nothing heavy: the CLIs resolve and check a configuration
 before torch or any model library is loaded.
