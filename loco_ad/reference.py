@@ -1,8 +1,8 @@
 """The reference of every setting, generated from the configuration dataclasses (the manual's configuration page).
 
 Each setting's description is its entry under ``Arguments`` in the docstring of
-the dataclass that holds it (or of a base class); a setting of a group without
-its own entries (``ensemble.multipliers.colour``) takes the group's. So a new
+the dataclass that holds it (or of a base class); a setting of a group whose
+dataclass has no entries at all (``ensemble.multipliers.colour``) takes the group's. So a new
 setting appears in the manual with its type, each preset's value and the text
 its author wrote, and ``--print-config`` and the manual list the same keys.
 """
@@ -85,7 +85,9 @@ def _leaves(config: Any, prefix: str, group_doc: str) -> list[tuple[str, Any, st
         if dataclasses.is_dataclass(value):
             leaves += _leaves(value, key + ".", doc)
         else:
-            leaves.append((key, hints[item.name], doc or (f"{group_doc.rstrip('.')}: `{item.name}`'s." if group_doc else "")))
+            if not docs and group_doc:  # a group whose entries are all alike (PerScorer): the group's text
+                doc = f"{group_doc.rstrip('.')}: `{item.name}`'s."
+            leaves.append((key, hints[item.name], doc))
     return leaves
 
 
