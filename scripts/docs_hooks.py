@@ -1,8 +1,8 @@
 """MkDocs hooks (``hooks:`` in mkdocs.yml): the parts of the manual that are generated from the code.
 
-In a page's Markdown, ``<!-- readme -->`` becomes the repository's README.md (its
+A page holding ``<!-- readme -->`` becomes the repository's README.md (its
 links into ``docs/`` made relative to the site, so the home page and the README
-are one text), ``<!-- settings -->`` becomes the reference of every
+are one text); in a page's Markdown, ``<!-- settings -->`` becomes the reference of every
 setting (``loco_ad.reference.settings_markdown``) and ``<!-- help: PROGRAM -->``
 the ``--help`` of ``python -m loco_ad.run`` (PROGRAM ``loco_ad.run``) or of
 ``experiments/ablation.py`` (PROGRAM ``experiments/ablation.py``), so options
@@ -54,9 +54,8 @@ def help_text(program: str) -> str:
 
 
 def readme_markdown() -> str:
-    """README.md without its title, its links into ``docs/`` made relative to the site."""
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
-    return text.split("\n", 1)[1].replace("](docs/", "](")
+    """README.md, its links into ``docs/`` made relative to the site."""
+    return (ROOT / "README.md").read_text(encoding="utf-8").replace("](docs/", "](")
 
 
 def on_config(config):
@@ -73,7 +72,8 @@ def on_page_markdown(markdown: str, page, config, files) -> str:
     """Replace the markers of the page by the generated text."""
     from loco_ad.reference import settings, settings_markdown
 
-    markdown = markdown.replace("<!-- readme -->", readme_markdown())
+    if "<!-- readme -->" in markdown:
+        markdown = readme_markdown()
     if "<!-- settings -->" in markdown:
         undocumented = [s.key for s in settings() if not s.description]
         if undocumented:

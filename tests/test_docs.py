@@ -20,7 +20,7 @@ from scripts.docs_hooks import command_parser, on_page_markdown
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.S | re.M)
-INLINE = re.compile(r"(?<!`)`(\.venv/bin/python\s[^`]+)`(?!`)")
+INLINE = re.compile(r"(?<!`)`((?:time |/usr/bin/time -v )?\.venv/bin/python\s[^`]+)`(?!`)")
 PROGRAM = re.compile(r"(?:^|/)(experiments/\w+\.py)$")
 
 
@@ -35,7 +35,7 @@ def shown_commands() -> list[tuple[str, str, list[str]]]:
     """(page, program, arguments) of every ``python -m loco_ad.X`` / ``experiments/X.py`` command the pages show.
 
     From the bash and console code blocks (a trailing backslash continues a line) and from inline code that
-    starts with ``.venv/bin/python`` and elides nothing.
+    starts with ``.venv/bin/python`` (or ``time`` it) and elides nothing.
     """
     commands = []
     for page in PAGES:
@@ -89,10 +89,12 @@ def test_docstring_entries_are_read_with_continuations_and_bases() -> None:
 
 
 def test_the_hook_fills_in_the_reference_the_readme_and_the_help() -> None:
-    page = on_page_markdown("<!-- readme -->\n<!-- settings -->\n<!-- help: experiments/ablation.py -->\n", None, None, None)
+    page = on_page_markdown("<!-- settings -->\n<!-- help: experiments/ablation.py -->\n", None, None, None)
     assert "<!--" not in page
     assert "| `ensemble.cap` |" in page and "usage: python experiments/ablation.py" in page
-    assert "](docs/" not in page and "](getting-started.md)" in page
+    home = on_page_markdown((ROOT / "docs" / "index.md").read_text(encoding="utf-8"), None, None, None)
+    assert home.startswith("# loco_ad\n") and "bash scripts/setup.sh" in home
+    assert "](docs/" not in home and "](getting-started.md)" in home
 
 
 def test_the_readme_is_a_first_screen() -> None:
