@@ -20,6 +20,7 @@ import os
 import re
 import sys
 from pathlib import Path
+from unittest import mock
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -41,16 +42,11 @@ def command_parser(program: str) -> argparse.ArgumentParser:
 
 
 def help_text(program: str) -> str:
-    """``program --help`` as a terminal HELP_WIDTH columns wide prints it."""
-    width = os.environ.get("COLUMNS")
-    os.environ["COLUMNS"] = HELP_WIDTH
-    try:
-        return command_parser(program).format_help()
-    finally:
-        if width is None:
-            del os.environ["COLUMNS"]
-        else:
-            os.environ["COLUMNS"] = width
+    """``program --help`` as a terminal HELP_WIDTH columns wide prints it, the same for any user (``~``, no ``$LOCO_AD_CACHE``)."""
+    with mock.patch.dict(os.environ, {"COLUMNS": HELP_WIDTH}):
+        for name in ("LOCO_AD_CACHE", "XDG_CACHE_HOME"):
+            os.environ.pop(name, None)
+        return command_parser(program).format_help().replace(str(Path.home()), "~")
 
 
 def readme_markdown() -> str:
