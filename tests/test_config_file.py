@@ -88,7 +88,7 @@ def test_a_missing_file_is_one_line(tmp_path, capsys) -> None:
 
 
 PROGRAMS = ["loco_ad.predict", "experiments/ablation.py", "experiments/cross_validate.py", "experiments/fallback_scales.py",
-            "experiments/pose_sensitivity.py", "experiments/threshold_rules.py", "experiments/vand2025.py",
+            "experiments/pose_sensitivity.py", "experiments/products.py", "experiments/threshold_rules.py", "experiments/vand2025.py",
             "experiments/benchmark.py"]
 
 
