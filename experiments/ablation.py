@@ -33,16 +33,18 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from loco_ad.cli import (
+    ArgumentParser,
     add_evaluation_arguments,
     add_pipeline_arguments,
     config_from_args,
+    data_inputs,
     datasets_from_args,
     pipeline_from_args,
     printed_config,
     run_main,
 )
 from loco_ad.config import ALL_SCORERS, BASELINE_SCORERS, DEFAULT_SCORERS, parse_scorers
-from loco_ad.io import check_output_dir, write_atomic, write_csv
+from loco_ad.io import ResultSet, check_output_dir, write_atomic, write_csv
 from loco_ad.metrics import image_metrics
 
 ABLATION_COLUMNS = ["subset", "category", "seed", "k_shot", "image_score", "image_auroc", "logical_auroc", "structural_auroc"]
@@ -176,7 +178,7 @@ def plot(rows: Sequence[Mapping], subsets: Mapping[str, Sequence[str]], path: Pa
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python experiments/ablation.py", description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(prog="python experiments/ablation.py", description=__doc__.split("\n\n")[0])
     add_evaluation_arguments(parser, default_out="runs/ablation")
     add_pipeline_arguments(parser)  # here --scorers is the pool to ablate (default: all seven)
     return parser
@@ -188,21 +190,22 @@ def main(argv: list[str] | None = None) -> int:
     def body() -> int:
         from loco_ad.evaluate import evaluate
 
-        pool = parse_scorers(args.scorers) if args.scorers else ALL_SCORERS
+        pool = parse_scorers(args.scorers) if args.scorers is not None else ALL_SCORERS
         subsets = ablation_subsets(pool)
         config = config_from_args(args).with_scorers(tuple(dict.fromkeys(s for members in subsets.values() for s in members)))
         if printed_config(args, config):
             return 0
         check_output_dir(args.out, "--out folder")
-        _, datasets = datasets_from_args(args)
-        pipeline = pipeline_from_args(args, config)
-        start = time.perf_counter()
-        result = evaluate(pipeline, datasets, args.seeds, args.shots, pixel=False)
-        rows = subset_metrics(result.scores, subsets)
-        write_csv(args.out / "ablation.csv", rows, ABLATION_COLUMNS)
-        table = markdown_table(rows, subsets)
-        write_atomic(args.out / "ablation.md", table)
-        plot(rows, subsets, args.out / "ablation.png")
+        root, datasets = datasets_from_args(args)
+        with ResultSet(args.out, inputs=data_inputs(root, datasets)) as staging:
+            pipeline = pipeline_from_args(args, config)
+            start = time.perf_counter()
+            result = evaluate(pipeline, datasets, args.seeds, args.shots, pixel=False)
+            rows = subset_metrics(result.scores, subsets)
+            write_csv(staging / "ablation.csv", rows, ABLATION_COLUMNS)
+            table = markdown_table(rows, subsets)
+            write_atomic(staging / "ablation.md", table)
+            plot(rows, subsets, staging / "ablation.png")
         print(table)
         print(f"{len(subsets)} subsets from one evaluation in {time.perf_counter() - start:.1f} s")
         if pipeline.cache is None:

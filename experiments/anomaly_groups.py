@@ -18,7 +18,6 @@ Prints a markdown table (groups as rows).
 
 from __future__ import annotations
 
-import argparse
 import csv
 import sys
 from collections import defaultdict
@@ -27,7 +26,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from loco_ad.cli import run_main
+from loco_ad.cli import ArgumentParser, run_main
 from loco_ad.config import KNOWN_SCORERS
 from loco_ad.errors import DataError
 
@@ -70,7 +69,7 @@ def read_rows(path: Path) -> list[dict]:
 
 def build_parser() -> argparse.ArgumentParser:
     """The command-line interface (the manual shows its --help)."""
-    parser = argparse.ArgumentParser(prog="python experiments/anomaly_groups.py", description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(prog="python experiments/anomaly_groups.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--scores", type=Path, required=True, help="scores.csv of loco_ad.run")
     parser.add_argument("--groups", type=Path, required=True, help="CSV with columns file and --group-column")
     parser.add_argument("--group-column", default="group", help="the CSV column naming each file's group (default group)")

@@ -56,9 +56,9 @@ import numpy as np
 
 from loco_ad.analysis import ImageAnalysis
 from loco_ad.build import build_detector, build_embedder, build_registration, build_segmenter, segmenter_class
-from loco_ad.cli import add_config_argument, run_main, settings_from_file
+from loco_ad.cli import ArgumentParser, add_config_argument, device, output_folder, run_main, settings_from_file
 from loco_ad.config import PRESETS, PipelineConfig, apply_overrides, get_preset
-from loco_ad.io import check_output_dir, write_csv
+from loco_ad.io import ResultSet, write_csv
 from loco_ad.stages.align import align, patch_grid_labels
 from loco_ad.stages.cielab import rgb_to_lab
 
@@ -273,16 +273,16 @@ def print_table(rows: Sequence[dict], columns: Sequence[str]) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python experiments/benchmark.py", description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(prog="python experiments/benchmark.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--presets", nargs="+", default=["fast"], choices=list(PRESETS))
     add_config_argument(parser)
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a setting of every preset")
     parser.add_argument("--random-weights", action="store_true", help="SAM and DINOv2 untrained at real size (nothing read or downloaded)")
     parser.add_argument("--images", type=int, default=None, help="images per preset (default 1 on CPU, 16 on CUDA)")
     parser.add_argument("--image", type=Path, default=None, help="image to run on (default: a shared juice_bottle image)")
-    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument("--device", type=device, default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    parser.add_argument("--out", type=Path, default=Path("runs/benchmark"))
+    parser.add_argument("--out", type=output_folder, default=Path("runs/benchmark"))
     return parser
 
 
@@ -291,7 +291,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def body() -> int:
         configs = [apply_overrides(settings_from_file(get_preset(name), args.config), args.set) for name in args.presets]
-        check_output_dir(args.out, "--out folder")
+        results = ResultSet(args.out, inputs={"--image": args.image, "--config file": args.config})
+        results.check()
         import torch
 
         from loco_ad.build import banks_on_gpu
@@ -315,9 +316,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print_table(detector_rows, ["preset", "k", "scorers", "patches", "dim", "fit_s", "score_s_per_image"])
         print("\nVAND 2025 protocol projection (1,568 test images, 60 fits):")
         print_table(projections, ["preset", "s_per_image_all_stages", "model_min", "fits_min", "total_min"])
-        write_csv(args.out / "stages.csv", stage_rows)
-        write_csv(args.out / "detector.csv", detector_rows)
-        write_csv(args.out / "projection.csv", projections)
+        with results as staging:
+            write_csv(staging / "stages.csv", stage_rows)
+            write_csv(staging / "detector.csv", detector_rows)
+            write_csv(staging / "projection.csv", projections)
         print(f"\nwrote {args.out}/")
         return 0
 

@@ -48,6 +48,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import itertools
+import io
 import json
 import sys
 from collections import defaultdict
@@ -60,9 +61,11 @@ from scipy.stats import rankdata
 from tqdm.auto import tqdm
 
 from loco_ad.cli import (
+    ArgumentParser,
     add_evaluation_arguments,
     add_pipeline_arguments,
     config_from_args,
+    data_inputs,
     datasets_from_args,
     pipeline_from_args,
     printed_config,
@@ -71,7 +74,7 @@ from loco_ad.cli import (
 from loco_ad.config import PipelineConfig, apply_overrides
 from loco_ad.data import CategoryData, draw_references, list_images
 from loco_ad.errors import ConfigError, DataError
-from loco_ad.io import check_output_dir, write_atomic, write_csv
+from loco_ad.io import ResultSet, check_output_dir, write_atomic, write_csv
 from loco_ad.metrics import auroc_and_f1_max
 
 if TYPE_CHECKING:
@@ -547,7 +550,7 @@ def parse_ratio(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python experiments/cross_validate.py", description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(prog="python experiments/cross_validate.py", description=__doc__.split("\n\n")[0])
     add_evaluation_arguments(parser, default_out="runs/cross_validate")
     add_pipeline_arguments(parser, default_preset="offline")
     group = parser.add_argument_group("protocol")
@@ -574,7 +577,7 @@ def main(argv: list[str] | None = None) -> int:
         check_output_dir(args.out, "--out folder")
         from loco_ad.evaluate import check_datasets
 
-        _, datasets = datasets_from_args(args)
+        root, datasets = datasets_from_args(args)
         if len(datasets) != 1:
             raise ConfigError(f"cross-validation runs on one category at a time; got {', '.join(d.name for d in datasets)}")
         data = datasets[0]
@@ -585,27 +588,30 @@ def main(argv: list[str] | None = None) -> int:
         names = [candidate_name(k) for k in knobs]
         runs = [(seed, k) for seed in args.seeds for k in args.shots]
         make_folds(images.labels, images.groups, args.folds, 0)  # fails before any work when the folds cannot be made
-        if args.reuse is not None:
-            scores = reused_scores(args.reuse, names, images, runs)
-        else:
-            scores = score_candidates(configs, data, images, runs, lambda config: pipeline_from_args(args, config),
-                                      progress=not args.quiet)
-            args.out.mkdir(parents=True, exist_ok=True)
-            np.savez_compressed(args.out / SCORES_FILE, scores=scores, names=np.array(names), files=np.array(images.files),
-                                runs=np.array(runs))
-        result = cross_validate(scores, images, runs, args.folds, args.repeats, args.objective, args.f1_ratio)
-        candidates = candidate_rows(scores, images, runs, result, names, args.f1_ratio)
-        n_good = int((images.labels == 0).sum())
-        header = (f"# Cross-validation: {data.name}, preset {base.name}, {len(knobs)} candidates, "
-                  f"{n_good} good / {len(images.labels) - n_good} anomalous images, {args.folds} folds × {args.repeats} "
-                  f"repeats, seeds {' '.join(map(str, args.seeds))}, objective {args.objective}, "
-                  f"F1 ratio {args.f1_ratio:.3f} goods per anomaly")
-        report = markdown_report(result, candidates, args.shots, header)
-        write_csv(args.out / "cv_folds.csv", [{**r, "name": names[r["candidate"]]} for r in result.chosen])
-        write_csv(args.out / "cv_candidates.csv", candidates)
-        write_csv(args.out / "cv_groups.csv", result.groups)
-        write_csv(args.out / "cv_pooled.csv", result.pooled)
-        write_atomic(args.out / "cv.md", report)
+        inputs = {**data_inputs(root, datasets), "--extra-good folder": args.extra_good, "--groups file": args.groups,
+                  "--grid-file": args.grid_file}
+        with ResultSet(args.out, inputs=inputs) as staging:
+            if args.reuse is not None:
+                scores = reused_scores(args.reuse, names, images, runs)
+            else:
+                scores = score_candidates(configs, data, images, runs, lambda config: pipeline_from_args(args, config),
+                                          progress=not args.quiet)
+            buffer = io.BytesIO()
+            np.savez_compressed(buffer, scores=scores, names=np.array(names), files=np.array(images.files), runs=np.array(runs))
+            write_atomic(staging / SCORES_FILE, buffer.getvalue())
+            result = cross_validate(scores, images, runs, args.folds, args.repeats, args.objective, args.f1_ratio)
+            candidates = candidate_rows(scores, images, runs, result, names, args.f1_ratio)
+            n_good = int((images.labels == 0).sum())
+            header = (f"# Cross-validation: {data.name}, preset {base.name}, {len(knobs)} candidates, "
+                      f"{n_good} good / {len(images.labels) - n_good} anomalous images, {args.folds} folds × {args.repeats} "
+                      f"repeats, seeds {' '.join(map(str, args.seeds))}, objective {args.objective}, "
+                      f"F1 ratio {args.f1_ratio:.3f} goods per anomaly")
+            report = markdown_report(result, candidates, args.shots, header)
+            write_csv(staging / "cv_folds.csv", [{**r, "name": names[r["candidate"]]} for r in result.chosen])
+            write_csv(staging / "cv_candidates.csv", candidates)
+            write_csv(staging / "cv_groups.csv", result.groups)
+            write_csv(staging / "cv_pooled.csv", result.pooled)
+            write_atomic(staging / "cv.md", report)
         print(report)
         print(f"results written to {args.out}/")
         return 0

@@ -24,23 +24,26 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from loco_ad.cli import (
+    ArgumentParser,
     add_data_arguments,
     add_pipeline_arguments,
     config_from_args,
+    data_inputs,
     data_root_or_sample,
+    output_folder,
     pipeline_from_args,
     printed_config,
     run_main,
 )
 from loco_ad.config import ALL_SCORERS, parse_scorers
 from loco_ad.data import load_category, resolve_categories
-from loco_ad.io import check_output_dir, write_csv
+from loco_ad.io import ResultSet, check_output_dir, write_csv
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python experiments/fallback_scales.py", description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(prog="python experiments/fallback_scales.py", description=__doc__.split("\n\n")[0])
     add_data_arguments(parser)
-    parser.add_argument("--out", type=Path, default=Path("runs/fallback_scales"), help="output folder")
+    parser.add_argument("--out", type=output_folder, default=Path("runs/fallback_scales"), help="output folder")
     add_pipeline_arguments(parser)  # here --scorers are the scorers to measure (default: all seven)
     return parser
 
@@ -49,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def body() -> int:
-        scorers = parse_scorers(args.scorers) if args.scorers else ALL_SCORERS
+        scorers = parse_scorers(args.scorers) if args.scorers is not None else ALL_SCORERS
         # the scales divide the scores of fits on one reference: measured with the settings those fits run with
         config = config_from_args(args).for_references(1).with_scorers(scorers)
         if printed_config(args, config):
@@ -58,14 +61,15 @@ def main(argv: list[str] | None = None) -> int:
         in_use = config.ensemble.fallback_scales.as_dict()
         root = data_root_or_sample(args.data_root)
         pipeline = pipeline_from_args(args, config)
+        datasets = [load_category(root, category) for category in resolve_categories(root, args.category)]
         rows = []
-        for category in resolve_categories(root, args.category):
-            train = load_category(root, category).train
-            pairs = [train[i : i + 2] for i in range(0, len(train) - 1, 2)]
-            for pair in tqdm(pairs, desc=category, unit="pair", disable=args.quiet):
-                weights, files = pipeline.fit(pair).weights, "+".join(path.name for path in pair)
-                rows += [{"category": category, "pair": files, "scorer": name, "weight": weights[name]} for name in scorers]
-        write_csv(args.out / "fallback_scales.csv", rows, ["category", "pair", "scorer", "weight"])
+        with ResultSet(args.out, inputs=data_inputs(root, datasets)) as staging:
+            for data in datasets:
+                pairs = [data.train[i : i + 2] for i in range(0, len(data.train) - 1, 2)]
+                for pair in tqdm(pairs, desc=data.name, unit="pair", disable=args.quiet):
+                    weights, files = pipeline.fit(pair).weights, "+".join(path.name for path in pair)
+                    rows += [{"category": data.name, "pair": files, "scorer": name, "weight": weights[name]} for name in scorers]
+            write_csv(staging / "fallback_scales.csv", rows, ["category", "pair", "scorer", "weight"])
         print(f"{'scorer':<16}{'median':>10}{'min':>10}{'max':>10}{'in use':>10}   ({len(rows) // len(scorers)} pairs)")
         for name in scorers:
             values = [row["weight"] for row in rows if row["scorer"] == name]

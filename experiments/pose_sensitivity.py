@@ -36,10 +36,18 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from loco_ad.cli import add_pipeline_arguments, config_from_args, pipeline_from_args, printed_config, run_main
+from loco_ad.cli import (
+    ArgumentParser,
+    add_pipeline_arguments,
+    config_from_args,
+    output_folder,
+    pipeline_from_args,
+    printed_config,
+    run_main,
+)
 from loco_ad.config import apply_overrides
 from loco_ad.errors import ConfigError
-from loco_ad.io import check_output_dir, write_csv
+from loco_ad.io import ResultSet, write_csv
 from loco_ad.metrics import auroc_and_f1_max
 from loco_ad.threshold import RULES, threshold_from
 
@@ -122,7 +130,7 @@ def parse_grid(pair: str | None) -> list[list[str]]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python experiments/pose_sensitivity.py", description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(prog="python experiments/pose_sensitivity.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", nargs="+", default=["coffee", "rocket", "chelsea", "astronaut"],
                         help="scikit-image sample photographs (default: coffee rocket chelsea astronaut)")
     parser.add_argument("--shifts", nargs="+", type=float, default=[3.0, 25.0], help="pose ranges in pixels (default 3 25)")
@@ -131,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--test-good", type=int, default=10, help="good test images per set (default 10)")
     parser.add_argument("--defects", type=int, default=12, help="defective test images per set (default 12)")
     parser.add_argument("--seed", type=int, default=1, help="seed of the draws (default 1)")
-    parser.add_argument("--out", type=Path, default=Path("runs/pose_sensitivity"), help="output folder")
+    parser.add_argument("--out", type=output_folder, default=Path("runs/pose_sensitivity"), help="output folder")
     add_pipeline_arguments(parser, default_preset="offline")
     return parser
 
@@ -147,7 +155,8 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError("--good, --test-good and --defects must each be at least 1")
         candidates = [(overrides, apply_overrides(config, overrides)) for overrides in parse_grid(args.grid)]
         photographs = {name: photograph(name) for name in args.images}
-        check_output_dir(args.out, "--out folder")
+        results = ResultSet(args.out)
+        results.check()
         rows = []
         for overrides, candidate in candidates:
             pipeline = pipeline_from_args(args, candidate)
@@ -165,7 +174,8 @@ def main(argv: list[str] | None = None) -> int:
                     rows.append(row)
         rates = [f"{kind}_{rule}" for rule in RULES for kind in ("fpr", "tpr")]
         by_defect = [f"auroc_{kind}" for kind in DEFECTS if f"auroc_{kind}" in rows[0]]
-        write_csv(args.out / "pose_sensitivity.csv", rows, ["candidate", "image", "shift", "auroc", *by_defect, *rates])
+        with results as staging:
+            write_csv(staging / "pose_sensitivity.csv", rows, ["candidate", "image", "shift", "auroc", *by_defect, *rates])
         names = [" ".join(overrides) or "preset" for overrides, _ in candidates]
         print(f"{'candidate':<44}{'shift':>7}" + "".join(f"{name:>11}" for name in args.images) + f"{'mean':>9}")
         for label in names:

@@ -81,12 +81,22 @@ from experiments.cross_validate import (
     subset_metrics,
 )
 from experiments.pose_sensitivity import DEFECTS, photograph, posed, with_defect
-from loco_ad.cli import add_pipeline_arguments, config_from_args, pipeline_from_args, printed_config, run_main
+from loco_ad.cli import (
+    ArgumentParser,
+    Unique,
+    add_pipeline_arguments,
+    config_from_args,
+    output_folder,
+    pipeline_from_args,
+    printed_config,
+    run_main,
+    seed,
+)
 from loco_ad.config import apply_overrides
 from loco_ad.data import DEFAULT_SEEDS, DEFAULT_SHOTS, CategoryData, Sample, load_category
 from loco_ad.errors import ConfigError, DataError
 from loco_ad.evaluate import check_datasets
-from loco_ad.io import check_output_dir, write_atomic, write_csv, write_json
+from loco_ad.io import ResultSet, write_atomic, write_csv, write_json
 
 PRODUCTS = ("juice_bottle", "tire", "posed", "juice_bottle_relit")
 COLUMNS = ("default", "pixel", "release")
@@ -260,12 +270,12 @@ def markdown_table(table: dict, products: Sequence[str], shots: Sequence[int], c
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python experiments/products.py", description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(prog="python experiments/products.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--products", nargs="+", default=list(PRODUCTS), choices=PRODUCTS, help="products (default all)")
     parser.add_argument("--shared-data", type=Path, default=SHARED, help=f"the shared data folder (default {SHARED})")
     parser.add_argument("--work", type=Path, default=Path("runs/products_images"), help="folder for generated and re-lit images")
-    parser.add_argument("--shots", nargs="+", type=int, default=list(DEFAULT_SHOTS), help="k values (default 1 2 4 8)")
-    parser.add_argument("--seeds", nargs="+", type=int, default=list(DEFAULT_SEEDS), help="draw seeds (default 42 0 1234)")
+    parser.add_argument("--shots", nargs="+", type=int, action=Unique, default=list(DEFAULT_SHOTS), help="k values (default 1 2 4 8)")
+    parser.add_argument("--seeds", nargs="+", type=seed, action=Unique, default=list(DEFAULT_SEEDS), help="draw seeds (default 42 0 1234)")
     parser.add_argument("--max-good", type=int, default=60, help="good test images per product at most (default 60)")
     parser.add_argument("--max-anomalous", type=int, default=60, help="anomalous test images per product at most (default 60)")
     parser.add_argument("--posed-shift", type=float, default=10.0, help="pose range of the posed product in pixels (default 10)")
@@ -278,7 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--objective", choices=("worst", "mean"), default="worst", help="choose by the worst product (default) or the mean")
     group.add_argument("--folds", type=int, default=3, help="folds per product (default 3)")
     group.add_argument("--repeats", type=int, default=2, help="fold partitions (default 2)")
-    parser.add_argument("--out", type=Path, default=Path("runs/products"), help="output folder (default runs/products)")
+    parser.add_argument("--out", type=output_folder, default=Path("runs/products"), help="output folder (default runs/products)")
     add_pipeline_arguments(parser, default_preset="offline")
     return parser
 
@@ -295,7 +305,9 @@ def main(argv: list[str] | None = None) -> int:
         knobs = read_grid(args.grid, args.grid_file)[1:] if (args.grid or args.grid_file) else []
         configs = [base, apply_overrides(base.with_scorers(("pixel",)), args.pixel_set), apply_overrides(base, args.baseline_set)]
         configs += [candidate_config(base, k) for k in knobs]
-        check_output_dir(args.out, "--out folder")
+        results = ResultSet(args.out, inputs={"--shared-data folder": args.shared_data, "--work folder": args.work,
+                                              "--grid-file": args.grid_file})
+        results.check()
         start = time.perf_counter()
         products = load_products(args.products, args.shared_data, args.work, args.posed_shift, args.max_good, args.max_anomalous)
         check_datasets([p.data for p in products], args.shots)
@@ -349,9 +361,10 @@ def main(argv: list[str] | None = None) -> int:
                      f"mean {choice['held_out_mean']:.3f}.\n")
         minutes = (time.perf_counter() - start) / 60
         text += f"\nImage AUROC, mean over seeds {' '.join(map(str, args.seeds))}; {minutes:.1f} min.\n"
-        write_csv(args.out / "products.csv", rows, ["product", "column", "seed", "k_shot", "auroc"])
-        write_json(args.out / "products.json", report)
-        write_atomic(args.out / "products.md", text)
+        with results as staging:
+            write_csv(staging / "products.csv", rows, ["product", "column", "seed", "k_shot", "auroc"])
+            write_json(staging / "products.json", report)
+            write_atomic(staging / "products.md", text)
         print(text)
         print(f"results written to {args.out}/")
         return 0

@@ -26,16 +26,18 @@ from pathlib import Path
 import numpy as np
 
 from loco_ad.cli import (
+    ArgumentParser,
     add_evaluation_arguments,
     add_pipeline_arguments,
     config_from_args,
+    data_inputs,
     datasets_from_args,
     pipeline_from_args,
     printed_config,
     run_main,
 )
 from loco_ad.data import Sample, list_images
-from loco_ad.io import check_output_dir, write_csv
+from loco_ad.io import ResultSet, check_output_dir, write_csv
 from loco_ad.metrics import f1_max
 from loco_ad.threshold import RULES, threshold_from
 
@@ -54,7 +56,7 @@ def verdict_metrics(labels: np.ndarray, scores: np.ndarray, threshold: float) ->
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python experiments/threshold_rules.py", description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(prog="python experiments/threshold_rules.py", description=__doc__.split("\n\n")[0])
     add_evaluation_arguments(parser, default_out="runs/threshold_rules")
     parser.add_argument("--extra-good", type=Path, help="folder of more good images, scored as good test images")
     add_pipeline_arguments(parser)
@@ -71,7 +73,8 @@ def main(argv: list[str] | None = None) -> int:
         check_output_dir(args.out, "--out folder")
         from loco_ad.evaluate import evaluate
 
-        _, datasets = datasets_from_args(args)
+        root, datasets = datasets_from_args(args)
+        inputs = {**data_inputs(root, datasets), "--extra-good folder": args.extra_good}
         extra = [Sample(path, 0, "good") for path in list_images(args.extra_good)] if args.extra_good else []
         datasets = [dataclasses.replace(data, test=data.test + extra) for data in datasets]
         rows: list[dict] = []
@@ -85,8 +88,9 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append({"rule": rule, "category": data.name, "seed": seed, "k_shot": k, "threshold": threshold,
                              **verdict_metrics(labels, scores, threshold), "f1_max": f1_max(labels, scores)})
 
-        evaluate(pipeline_from_args(args, config), datasets, args.seeds, args.shots, pixel=False, on_predictions=judge)
-        write_csv(args.out / "threshold_rules.csv", rows, COLUMNS)
+        with ResultSet(args.out, inputs=inputs) as staging:
+            evaluate(pipeline_from_args(args, config), datasets, args.seeds, args.shots, pixel=False, on_predictions=judge)
+            write_csv(staging / "threshold_rules.csv", rows, COLUMNS)
         groups: dict[tuple[str, int], list[dict]] = defaultdict(list)
         for row in rows:
             groups[(row["rule"], row["k_shot"])].append(row)

@@ -74,13 +74,18 @@ from torchvision.transforms.v2.functional import to_dtype, to_image
 
 from loco_ad.analysis import Prediction
 from loco_ad.cli import (
+    ArgumentParser,
+    Unique,
     add_pipeline_arguments,
     config_from_args,
+    data_inputs,
     data_root_or_sample,
+    output_folder,
     pipeline_from_args,
     print_summary,
     printed_config,
     run_main,
+    seed,
 )
 from loco_ad.data import (
     CATEGORIES,
@@ -94,7 +99,7 @@ from loco_ad.data import (
 )
 from loco_ad.errors import ConfigError, DataError
 from loco_ad.evaluate import Evaluation, check_datasets, evaluate
-from loco_ad.io import check_output_dir, write_atomic, write_csv, write_json
+from loco_ad.io import ResultSet, check_output_dir, write_atomic, write_csv, write_json
 from loco_ad.metrics import pixel_metrics
 from loco_ad.pipeline import Pipeline
 
@@ -360,12 +365,12 @@ def write_package(fork: Path, preset: str) -> Path:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python experiments/vand2025.py", description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(prog="python experiments/vand2025.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-root", help=f"MVTec LOCO AD root folder (default: ${DATA_ENV}, else the bundled sample)")
     parser.add_argument("--category", nargs="+", help="run only these categories (default: all five, all required; the bundled sample's one)")
-    parser.add_argument("--seeds", nargs="+", type=int, default=list(VAND_SEEDS), help="draw seeds (default 42 0 1234)")
-    parser.add_argument("--shots", nargs="+", type=int, default=list(VAND_SHOTS), help="k values (default 1 2 4 8)")
-    parser.add_argument("--out", type=Path, help=f"output folder (default {DEFAULT_OUT})")
+    parser.add_argument("--seeds", nargs="+", type=seed, action=Unique, default=list(VAND_SEEDS), help="draw seeds (default 42 0 1234)")
+    parser.add_argument("--shots", nargs="+", type=int, action=Unique, default=list(VAND_SHOTS), help="k values (default 1 2 4 8)")
+    parser.add_argument("--out", type=output_folder, help=f"output folder (default {DEFAULT_OUT})")
     parser.add_argument("--no-pixel", action="store_true", help="skip pixel_metrics.csv")
     parser.add_argument(
         "--package", type=Path, metavar="FORK",
@@ -402,15 +407,22 @@ def main(argv: list[str] | None = None) -> int:
         names = args.category or (["all"] if root == SAMPLE_ROOT else None)  # the sample holds one category
         datasets = [load_category(root, name) for name in protocol_categories(root, names)]
         pipeline = pipeline_from_args(args, config)
-        rows, pixel_rows, result = run_protocol(
-            pipeline, datasets, out / "images_256", args.seeds, args.shots, pixel=not args.no_pixel
-        )
-        summary = result.summary()
-        write_csv(out / "metrics.csv", rows, METRICS_COLUMNS)
-        if pixel_rows:
-            write_csv(out / "pixel_metrics.csv", pixel_rows, PIXEL_COLUMNS)
-        write_json(out / "results.json", summary)
-        write_json(out / "references.json", result.references)
+        results = ResultSet(out, inputs=data_inputs(root, datasets))
+        with results as staging:
+            results.carry("images_256")  # the resized images depend on their source only: a re-run reuses them
+            rows, pixel_rows, result = run_protocol(
+                pipeline, datasets, staging / "images_256", args.seeds, args.shots, pixel=not args.no_pixel
+            )
+            summary = result.summary()
+            write_csv(staging / "metrics.csv", rows, METRICS_COLUMNS)
+            if pixel_rows:
+                write_csv(staging / "pixel_metrics.csv", pixel_rows, PIXEL_COLUMNS)
+            write_json(staging / "results.json", summary)
+            write_json(staging / "references.json", {  # the resized images' paths once the set is in place
+                category: {draw: {k: [str(results.final_path(path)) for path in paths] for k, paths in by_k.items()}
+                           for draw, by_k in by_seed.items()}
+                for category, by_seed in result.references.items()
+            })
         pixel_by_run = {(r["category"], r["seed"], r["k_shot"]): r["pixel_score"] for r in pixel_rows}
         for row in rows:
             pixel_score = pixel_by_run.get((row["category"], row["seed"], row["k_shot"]), float("nan"))

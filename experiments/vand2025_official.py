@@ -36,10 +36,10 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from loco_ad.cli import run_main
+from loco_ad.cli import ArgumentParser, Unique, output_folder, run_main, seed
 from loco_ad.data import CATEGORIES, resolve_categories
 from loco_ad.errors import LocoAdError
-from loco_ad.io import check_output_dir, write_csv, write_json
+from loco_ad.io import ResultSet, check_output_dir, write_csv, write_json
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 VAND2025 = REPOSITORY / "experiments" / "vand2025.py"
@@ -73,7 +73,7 @@ def run_step(name: str, command: list[str], out: Path, cwd: Path | None = None, 
     log.write_text(result.stdout + result.stderr)
     if result.returncode:
         last = (result.stderr or result.stdout).strip().splitlines()[-1:] or [""]
-        raise LocoAdError(f"{name} failed with exit code {result.returncode} ({last[0]}); see {log}")
+        raise LocoAdError(f"{name} failed with exit code {result.returncode}: {last[0]}")  # its log goes with the unfinished set
     return seconds
 
 
@@ -112,58 +112,59 @@ def compare(
       ``timing.json``'s content: both wall times, the largest difference and the loco_ad file the evaluator imported.
     """
     check_inputs(challenge, root, categories, out)
-    out = out.resolve()  # the evaluator runs in OUT/official: every path it gets must be absolute
-    out.mkdir(parents=True, exist_ok=True)
-    fork = out / "fork"
-    copy_checkout(challenge, fork)
-    # vand2025.py runs on this checkout's loco_ad, the one --package carries into the fork
-    own = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPOSITORY), os.environ.get("PYTHONPATH", "")])}
-    run_step("package", [sys.executable, str(VAND2025), "--package", str(fork), "--preset", preset], out, env=own)
+    # written into the result set's staging folder, an absolute path (the evaluator runs in OUT/official)
+    results = ResultSet(out, inputs={"--challenge checkout": challenge, "data root": root})
+    with results as out:
+        fork = out / "fork"
+        copy_checkout(challenge, fork)
+        # vand2025.py runs on this checkout's loco_ad, the one --package carries into the fork
+        own = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPOSITORY), os.environ.get("PYTHONPATH", "")])}
+        run_step("package", [sys.executable, str(VAND2025), "--package", str(fork), "--preset", preset], out, env=own)
 
-    caches = {step: out / f"cache_{step}" for step in ("protocol", "official")}
-    for cache in caches.values():
-        shutil.rmtree(cache, ignore_errors=True)
-    numbers = lambda values: [str(value) for value in values]  # noqa: E731
-    protocol_s = run_step("protocol", [
-        sys.executable, str(VAND2025), "--data-root", str(root), "--category", *categories, "--seeds", *numbers(seeds),
-        "--shots", *numbers(shots), "--preset", preset, "--out", str(out / "protocol"),
-        "--cache-dir", str(caches["protocol"]), "--no-pixel", "--quiet",
-    ], out, env=own)
+        caches = {step: out / f"cache_{step}" for step in ("protocol", "official")}
+        for cache in caches.values():
+            shutil.rmtree(cache, ignore_errors=True)
+        numbers = lambda values: [str(value) for value in values]  # noqa: E731
+        protocol_s = run_step("protocol", [
+            sys.executable, str(VAND2025), "--data-root", str(root), "--category", *categories, "--seeds", *numbers(seeds),
+            "--shots", *numbers(shots), "--preset", preset, "--out", str(out / "protocol"),
+            "--cache-dir", str(caches["protocol"]), "--no-pixel", "--quiet",
+        ], out, env=own)
 
-    official = out / "official"
-    shutil.rmtree(official, ignore_errors=True)
-    official.mkdir()
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(fork / "src"), str(fork / CARRIED)]),
-           "LOCO_AD_CACHE": str(caches["official"])}
-    arguments = [json.dumps(list(categories)), json.dumps(list(seeds)), json.dumps(list(shots)), str(root.resolve())]
-    official_s = run_step("official", [sys.executable, "-c", OFFICIAL, *arguments], out, cwd=official, env=env)
+        official = out / "official"
+        shutil.rmtree(official, ignore_errors=True)
+        official.mkdir()
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(fork / "src"), str(fork / CARRIED)]),
+               "LOCO_AD_CACHE": str(caches["official"])}
+        arguments = [json.dumps(list(categories)), json.dumps(list(seeds)), json.dumps(list(shots)), str(root.resolve())]
+        official_s = run_step("official", [sys.executable, "-c", OFFICIAL, *arguments], out, cwd=official, env=env)
 
-    ours, theirs = read_scores(out / "protocol" / "metrics.csv"), read_scores(official / "metrics.csv")
-    if ours.keys() != theirs.keys():
-        raise LocoAdError(f"the two metrics.csv files cover different runs: {sorted(ours)} and {sorted(theirs)}")
-    rows = [{"category": category, "seed": seed, "k_shot": k, "vand2025": value, "official": theirs[(category, seed, k)],
-             "difference": value - theirs[(category, seed, k)]} for (category, seed, k), value in ours.items()]
-    write_csv(out / "comparison.csv", rows, COMPARISON_COLUMNS)
-    log = (out / "official.log").read_text()
-    timing = {
-        "vand2025_s": round(protocol_s, 1),
-        "official_s": round(official_s, 1),
-        "max_abs_difference": max(abs(row["difference"]) for row in rows),
-        "loco_ad": log.rpartition("loco_ad imported from ")[2].partition("\n")[0],
-    }
-    write_json(out / "timing.json", timing)
-    return timing
+        ours, theirs = read_scores(out / "protocol" / "metrics.csv"), read_scores(official / "metrics.csv")
+        if ours.keys() != theirs.keys():
+            raise LocoAdError(f"the two metrics.csv files cover different runs: {sorted(ours)} and {sorted(theirs)}")
+        rows = [{"category": category, "seed": seed, "k_shot": k, "vand2025": value, "official": theirs[(category, seed, k)],
+                 "difference": value - theirs[(category, seed, k)]} for (category, seed, k), value in ours.items()]
+        write_csv(out / "comparison.csv", rows, COMPARISON_COLUMNS)
+        log = (out / "official.log").read_text()
+        timing = {
+            "vand2025_s": round(protocol_s, 1),
+            "official_s": round(official_s, 1),
+            "max_abs_difference": max(abs(row["difference"]) for row in rows),
+            "loco_ad": str(results.final_path(log.rpartition("loco_ad imported from ")[2].partition("\n")[0])),
+        }
+        write_json(out / "timing.json", timing)
+        return timing
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python experiments/vand2025_official.py", description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(prog="python experiments/vand2025_official.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--challenge", type=Path, required=True, help="a checkout of the challenge repository (copied, not changed)")
     parser.add_argument("--data-root", type=Path, required=True, help="MVTec LOCO AD root folder")
     parser.add_argument("--category", nargs="+", required=True, help="categories to evaluate")
-    parser.add_argument("--seeds", nargs="+", type=int, default=[42, 0, 1234], help="draw seeds (default 42 0 1234)")
-    parser.add_argument("--shots", nargs="+", type=int, default=[1, 2, 4, 8], help="k values (default 1 2 4 8)")
+    parser.add_argument("--seeds", nargs="+", type=seed, action=Unique, default=[42, 0, 1234], help="draw seeds (default 42 0 1234)")
+    parser.add_argument("--shots", nargs="+", type=int, action=Unique, default=[1, 2, 4, 8], help="k values (default 1 2 4 8)")
     parser.add_argument("--preset", default="offline", help="loco_ad preset (default offline)")
-    parser.add_argument("--out", type=Path, default=Path("runs/vand2025_official"), help="output folder")
+    parser.add_argument("--out", type=output_folder, default=Path("runs/vand2025_official"), help="output folder")
     return parser
 
 

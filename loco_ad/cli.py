@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import math
 import os
+import re
 import sys
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, NoReturn
 
 from loco_ad.cache import AnalysisCache, default_cache_dir
 from loco_ad.config import (
@@ -33,6 +35,50 @@ from loco_ad.data import (
     resolve_categories,
 )
 from loco_ad.errors import ConfigError, LocoAdError
+
+
+MAX_SEED = 2**64 - 1  # the largest seed torch's generators take
+DEVICES = "auto, cpu, cuda or cuda:N"
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """``argparse.ArgumentParser`` whose usage errors are one line ``error: ...`` on stderr and exit code 2,
+    like every other bad input (``--help`` still prints the usage)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
+class Unique(argparse.Action):
+    """Keep each value of a list option once, in the order first given (``--seeds 42 42`` runs seed 42 once)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any, option: str | None = None) -> None:
+        setattr(namespace, self.dest, list(dict.fromkeys(values)))
+
+
+def output_folder(text: str) -> Path:
+    """An ``--out`` argument: a non-empty path (an empty one would mean the current folder)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected a folder, got an empty path")
+    return Path(text)
+
+
+def seed(text: str) -> int:
+    """A ``--seeds`` value: an integer from 0 to 2**64 - 1, the seeds torch's generators take."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer seed, got {text!r}") from None
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"a seed must lie in 0 .. 2**64 - 1, got {text}")
+    return value
+
+
+def device(text: str) -> str:
+    """A ``--device`` value: auto, cpu, cuda or cuda:N (whether a GPU is there is checked when the models load)."""
+    if text not in ("auto", "cpu", "cuda") and not re.fullmatch(r"cuda:\d+", text):
+        raise argparse.ArgumentTypeError(f"expected {DEVICES}, got {text!r}")
+    return text
 
 
 def describe_preset(config: PipelineConfig) -> str:
@@ -68,7 +114,7 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser, default_preset: str 
     group.add_argument("--weights-dir", type=Path, help="folder with model weights (default: $LOCO_AD_WEIGHTS, then the HF/torch caches)")
     group.add_argument("--cache-dir", type=Path, help=f"analysis cache folder (default: $LOCO_AD_CACHE or {default_cache_dir()})")
     group.add_argument("--no-cache", action="store_true", help="keep model outputs in memory only")
-    group.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
+    group.add_argument("--device", type=device, default="auto", help=f"{DEVICES} (default auto)")
     group.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -124,15 +170,18 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
 def add_evaluation_arguments(parser: argparse.ArgumentParser, default_out: str) -> None:
     """Add --data-root, --category, --shots, --seeds and --out, as ``loco_ad.run`` and the ablation take them."""
     add_data_arguments(parser)
-    parser.add_argument("--shots", nargs="+", type=int, default=list(DEFAULT_SHOTS), help="k values (default 1 2 4 8)")
-    parser.add_argument("--seeds", nargs="+", type=int, default=list(DEFAULT_SEEDS), help="draw seeds (default 42 0 1234)")
-    parser.add_argument("--out", type=Path, default=Path(default_out), help=f"output folder (default {default_out})")
+    parser.add_argument("--shots", nargs="+", type=int, action=Unique, default=list(DEFAULT_SHOTS), help="k values (default 1 2 4 8)")
+    parser.add_argument("--seeds", nargs="+", type=seed, action=Unique, default=list(DEFAULT_SEEDS), help="draw seeds (default 42 0 1234)")
+    parser.add_argument("--out", type=output_folder, default=Path(default_out), help=f"output folder (default {default_out})")
 
 
 def print_summary(summary: dict[str, float], pipeline) -> None:
     """Print AUFC, normalised AUFC and mean F1-max of an evaluation, then the pipeline's cache hit count."""
-    print(f"\nAUFC {summary['aufc']:.4f}  normalised AUFC {summary['normalized_aufc']:.4f}  "
-          f"mean F1-max {summary['avg_image_score']:.4f}")
+    if math.isnan(summary["aufc"]):  # the area under the F1-max curve needs two k or more
+        aufc = "AUFC n/a (one k)"
+    else:
+        aufc = f"AUFC {summary['aufc']:.4f}  normalised AUFC {summary['normalized_aufc']:.4f}"
+    print(f"\n{aufc}  mean F1-max {summary['avg_image_score']:.4f}")
     if pipeline.cache is not None:
         print(f"cache: {pipeline.cache.hits} hits, {pipeline.cache.misses} misses ({pipeline.cache.root})")
 
@@ -152,6 +201,11 @@ def data_root_or_sample(value: str | None) -> Path:
               "(a few MVTec LOCO juice_bottle images, CC BY-NC-SA 4.0)", file=sys.stderr)
         return SAMPLE_ROOT
     return data_root(value)
+
+
+def data_inputs(root: Path, datasets: list[CategoryData]) -> dict[str, Path]:
+    """The data root and category folders of a run, as ``io.ResultSet`` takes its inputs (no --out among them)."""
+    return {"data root": root, **{f"category folder {data.name}": data.root for data in datasets}}
 
 
 def datasets_from_args(args: argparse.Namespace) -> tuple[Path, list[CategoryData]]:
@@ -176,7 +230,7 @@ def config_from_args(args: argparse.Namespace, input_size: tuple[int, int] | Non
     config = settings_from_file(get_preset(args.preset), args.config)
     if input_size is not None:
         config = dataclasses.replace(config, input_size=input_size)
-    if args.scorers:
+    if args.scorers is not None:  # an empty --scorers is an error, not the default
         config = config.with_scorers(parse_scorers(args.scorers))
     if args.alignment:
         config = dataclasses.replace(config, alignment=dataclasses.replace(config.alignment, method=args.alignment))

@@ -21,6 +21,7 @@ per-region overlap (PRO) of MVTec AD.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,9 @@ import numpy as np
 from PIL import Image, ImageFile
 
 from loco_ad.errors import ConfigError, DataError, ImageReadError
+from loco_ad.io import RESULT_MARKER
+
+logger = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     import torch
@@ -45,6 +49,8 @@ ORIGINAL_AREAS: dict[str, int] = {
     "splicing_connectors": 1700 * 850,
 }
 IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+MIN_IMAGE_SIDE = 16  # pixels: a smaller image holds no patch worth comparing
+MAX_ASPECT_RATIO = 20.0  # longer side over shorter side: beyond it the square working resolution is mostly stretch
 DEFAULT_SEEDS: tuple[int, ...] = (42, 0, 1234)
 DEFAULT_SHOTS: tuple[int, ...] = (1, 2, 4, 8)
 DATA_ENV = "LOCO_AD_DATA"
@@ -123,7 +129,11 @@ def read_image(path: str | Path, size: tuple[int, int] | None = None) -> np.ndar
 
     Grey and palette images are expanded to RGB; an alpha channel is dropped
     (the colour channels are kept as stored, not composited); 16-bit grey images
-    are scaled from [0, 65535] to [0, 255]; float images are clipped to [0, 255].
+    are scaled from [0, 65535] to [0, 255], 32-bit integer ones too unless a
+    value exceeds 65535, then from [0, 2**31 - 1] (the range of Pillow's
+    32-bit mode); float images are clipped to [0, 255]. An image smaller than
+    ``MIN_IMAGE_SIDE`` pixels a side or more elongated than ``MAX_ASPECT_RATIO``
+    is refused; a flat one (every pixel the same colour) is read with a warning.
 
     Arguments:
       path: the image file.
@@ -132,20 +142,32 @@ def read_image(path: str | Path, size: tuple[int, int] | None = None) -> np.ndar
     Returns:
       H×W×3 uint8 array.
     Raises:
-      ImageReadError: the file is missing, truncated, not an image, or larger
+      ImageReadError: the file is missing, truncated, not an image, larger
         than Pillow's decompression-bomb limit (``2 * Image.MAX_IMAGE_PIXELS``,
-        about 179 million pixels).
+        about 179 million pixels), too small or too elongated.
     """
     image = _open(path)
+    _check_shape(path, image.width, image.height)
     if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N"):
-        grey = np.asarray(image, dtype=np.float64) / 257.0
-        image = Image.fromarray(np.clip(np.round(grey), 0, 255).astype(np.uint8))
+        grey = np.asarray(image, dtype=np.float64)
+        full_scale = 65535.0 if grey.max(initial=0) <= 65535 else 2.0**31 - 1
+        image = Image.fromarray(np.clip(np.round(grey * (255.0 / full_scale)), 0, 255).astype(np.uint8))
     elif image.mode == "F":
         image = Image.fromarray(np.clip(np.asarray(image), 0, 255).astype(np.uint8))
     image = image.convert("RGB")
+    if image.getextrema() and all(low == high for low, high in image.getextrema()):
+        logger.warning("image %s is flat (every pixel the same colour); its score says little", path)
     if size is not None:
         image = image.resize((size[1], size[0]), Image.Resampling.BILINEAR)
     return np.asarray(image, dtype=np.uint8).copy()
+
+
+def _check_shape(path: str | Path, width: int, height: int) -> None:
+    """``ImageReadError`` for an image too small or too elongated to analyse."""
+    if min(width, height) < MIN_IMAGE_SIDE:
+        raise ImageReadError(path, f"{width}×{height} pixels is too small; an image needs {MIN_IMAGE_SIDE} pixels a side")
+    if max(width, height) / min(width, height) > MAX_ASPECT_RATIO:
+        raise ImageReadError(path, f"{width}×{height} pixels is too elongated (more than {MAX_ASPECT_RATIO:g}:1)")
 
 
 def tensor_to_rgb(images: torch.Tensor) -> np.ndarray:
@@ -251,7 +273,12 @@ def read_mask(sample: Sample, size: tuple[int, int] | None = None) -> np.ndarray
 
 
 def list_images(folder: str | Path, recursive: bool = True) -> list[Path]:
-    """The image files in a folder, sorted; hidden files are skipped.
+    """The image files in a folder, sorted; hidden files and folders, and loco_ad result sets, are skipped.
+
+    A folder holding ``io.RESULT_MARKER`` is a result set a command wrote
+    (overlay PNGs), never input: it is skipped with a warning. Paths with an
+    image suffix that are not readable files (a dangling symbolic link, a
+    folder named ``x.png``) are skipped with a warning naming them.
 
     Arguments:
       folder: the folder to list.
@@ -259,15 +286,30 @@ def list_images(folder: str | Path, recursive: bool = True) -> list[Path]:
     Returns:
       the paths whose suffix is in ``IMAGE_SUFFIXES`` (any case).
     Raises:
-      DataError: the folder does not exist.
+      DataError: the folder does not exist or is not a folder.
     """
     folder = Path(folder)
     if not folder.is_dir():
-        raise DataError(f"image folder {folder} does not exist; check the path")
-    files = folder.rglob("*") if recursive else folder.iterdir()
-    return sorted(
-        f for f in files if f.suffix.lower() in IMAGE_SUFFIXES and not f.name.startswith(".") and f.is_file()
-    )
+        state = "is not a folder" if folder.exists() else "does not exist"
+        raise DataError(f"image folder {folder} {state}; check the path")
+    files: list[Path] = []
+    skipped: list[Path] = []
+    for current, subfolders, names in os.walk(folder):  # links to folders are not followed, as rglob did
+        here = Path(current)
+        if (here / RESULT_MARKER).is_file():
+            logger.warning("skipping %s: a loco_ad result folder, not input", here)
+            subfolders.clear()
+            continue
+        candidates = [here / name for name in names + subfolders
+                      if Path(name).suffix.lower() in IMAGE_SUFFIXES and not name.startswith(".")]
+        subfolders[:] = [name for name in subfolders if not name.startswith(".")] if recursive else []
+        files += [path for path in candidates if path.is_file()]
+        skipped += [path for path in candidates if not path.is_file()]
+    if skipped:
+        shown = ", ".join(str(path) for path in sorted(skipped)[:5]) + (", ..." if len(skipped) > 5 else "")
+        logger.warning("skipped %d image path(s) in %s that are not readable files (dangling links?): %s",
+                       len(skipped), folder, shown)
+    return sorted(files)
 
 
 def data_root(arg: str | Path | None) -> Path:

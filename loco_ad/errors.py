@@ -35,3 +35,20 @@ class ModelWeightsError(LocoAdError):
 
 class OutputError(LocoAdError):
     """An output folder cannot be created or written (it lies under a file, or is read-only)."""
+
+
+class WriteError(OutputError, OSError):
+    """A result file could not be written (a full disk, no permission): one line and exit 2 like any
+    ``LocoAdError``, and still an ``OSError`` for callers that treat a failed write as one (the cache does).
+
+    Arguments:
+      path: the file or folder being written.
+      error: the ``OSError`` that stopped the write.
+    """
+
+    def __init__(self, path: object, error: OSError) -> None:
+        super().__init__(error.errno, error.strerror, str(path))
+        self.message = f"cannot write {path}: {error.strerror or error}"
+
+    def __str__(self) -> str:
+        return self.message

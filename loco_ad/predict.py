@@ -6,15 +6,21 @@ Example::
 
 writes ``results/results.csv``, ``results/results.json``, ``results/report.html``
 and the overlays in ``results/images/`` (drawn at the pipeline's working
-resolution). Both folders are listed recursively (PNG, JPEG, BMP, TIFF).
+resolution). Both folders are listed recursively (PNG, JPEG, BMP, TIFF;
+hidden folders and loco_ad result folders skipped). Everything is written
+beside ``--out`` and replaces its previous result set whole once all is
+written (``io.ResultSet``): a killed or failed run leaves the previous set
+as it was, a re-run leaves no picture of an earlier one, and a second
+command writing to the same ``--out`` meanwhile is refused.
 
 Exit codes: 0 when every image was scored; 1 when some images of ``--images``
 could not be read (they are listed in results.csv with their error, the others
 are scored; an image above Pillow's decompression-bomb limit, about 179
 million pixels, is one of them); 2 on a usage error (missing or empty folder,
-unreadable good image, ``--out`` a file, under a file or read-only, unknown
-preset or scorer, missing model weights), reported on one line with no result
-files written.
+unreadable good image, ``--out`` a file, under a file, read-only, holding
+other files, or overlapping ``--good`` or ``--images``, unknown preset or
+scorer, missing model weights, a result file that cannot be written),
+reported on one line with no result files written.
 """
 
 from __future__ import annotations
@@ -27,10 +33,18 @@ from typing import Sequence
 
 from tqdm.auto import tqdm
 
-from loco_ad.cli import add_pipeline_arguments, config_from_args, pipeline_from_args, printed_config, run_main
+from loco_ad.cli import (
+    ArgumentParser,
+    add_pipeline_arguments,
+    config_from_args,
+    output_folder,
+    pipeline_from_args,
+    printed_config,
+    run_main,
+)
 from loco_ad.data import list_images, read_image
 from loco_ad.errors import DataError, ImageReadError
-from loco_ad.io import check_output_dir
+from loco_ad.io import ResultSet, check_output_dir
 from loco_ad.report import (
     ReportItem,
     ReportMeta,
@@ -60,14 +74,14 @@ def _threshold(text: str) -> float | None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The command-line interface of ``python -m loco_ad.predict``."""
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m loco_ad.predict",
         description="Fit on a folder of good images and score every image of another folder.",
     )
     # required unless --print-config (checked in ``main``)
     parser.add_argument("--good", type=Path, help="folder of good reference images (k >= 1, searched recursively)")
     parser.add_argument("--images", type=Path, help="folder of images to score (searched recursively)")
-    parser.add_argument("--out", type=Path, help="output folder for results.csv/json, report.html and images/")
+    parser.add_argument("--out", type=output_folder, help="output folder for results.csv/json, report.html and images/")
     parser.add_argument("--threshold", type=_threshold, default=None, help="'auto' (default, from leave-one-out scores of the good images) or a score")
     add_pipeline_arguments(parser, default_preset="fast")
     return parser
@@ -83,7 +97,7 @@ def _list(folder: Path, role: str) -> list[Path]:
 def _score(
     pipeline, paths: Sequence[Path], root: Path, threshold: float, out: Path
 ) -> tuple[list[ReportItem], dict[str, dict[str, str]]]:
-    """Score ``paths`` in batches, writing each image's overlays to ``out`` as soon as it is scored.
+    """Score ``paths`` in batches, writing each image's overlays to ``out`` (the staging folder) as soon as it is scored.
 
     Only the scores are kept of a scored image (``Prediction.scores_only``), so
     memory does not grow with the number of images; an unreadable file becomes
@@ -152,29 +166,30 @@ def run(args: argparse.Namespace) -> int:
     good = _list(args.good, "good")
     images = _list(args.images, "images")
     pipeline = pipeline_from_args(args, config)
-    try:
-        pipeline.fit(good)
-    except ImageReadError as error:
-        raise DataError(f"good image {error.path} cannot be read ({error.reason}); fix or remove it") from None
-    detector = pipeline.detector
-    if args.threshold is None:
-        threshold, rule = detector.auto_threshold()
-    else:
-        threshold, rule = args.threshold, "given with --threshold"
-    items, pictures = _score(pipeline, images, args.images, threshold, args.out)
-    meta = ReportMeta(
-        preset=config.name,
-        k=len(good),
-        scorers=detector.scorer_names,
-        weights=detector.weights,
-        used_fallback=detector.used_fallback,
-        threshold=threshold,
-        threshold_rule=rule,
-        title=f"loco_ad predict: {args.images}",
-        extra={"good folder": str(args.good)},
-    )
-    write_results(args.out, items, meta)
-    write_html_report(args.out, items, meta, pictures)
+    with ResultSet(args.out, inputs={"--good folder": args.good, "--images folder": args.images}) as staging:
+        try:
+            pipeline.fit(good)
+        except ImageReadError as error:
+            raise DataError(f"good image {error.path} cannot be read ({error.reason}); fix or remove it") from None
+        detector = pipeline.detector
+        if args.threshold is None:
+            threshold, rule = detector.auto_threshold()
+        else:
+            threshold, rule = args.threshold, "given with --threshold"
+        items, pictures = _score(pipeline, images, args.images, threshold, staging)
+        meta = ReportMeta(
+            preset=config.name,
+            k=len(good),
+            scorers=detector.scorer_names,
+            weights=detector.weights,
+            used_fallback=detector.used_fallback,
+            threshold=threshold,
+            threshold_rule=rule,
+            title=f"loco_ad predict: {args.images}",
+            extra={"good folder": str(args.good)},
+        )
+        write_results(staging, items, meta)
+        write_html_report(staging, items, meta, pictures)
     print(_summary(items, meta, args.out))
     failed = sum(item.prediction is None for item in items)
     if failed:

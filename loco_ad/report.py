@@ -23,7 +23,6 @@ from __future__ import annotations
 import html
 import io
 import re
-import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -279,37 +278,6 @@ def write_image_report(out_dir: Path, items: Sequence[ReportItem], meta: ReportM
         if item.prediction is not None
     }
     return write_html_report(out_dir, items, meta, pictures)
-
-
-def remove_report_folders(root: Path) -> None:
-    """Remove the report folders an earlier run wrote under ``root`` (``write_image_report``'s layout).
-
-    A sub-folder is removed only when it holds ``report.html`` and nothing but
-    an ``images`` folder of PNG files (and temporary files of interrupted
-    writes); anything else under ``root`` is kept. ``root`` is removed when it
-    ends up empty.
-
-    Arguments:
-      root: the folder holding one report folder per category (``OUT/report``).
-    """
-    root = Path(root)
-    if not root.is_dir():
-        return
-    for folder in root.iterdir():
-        if folder.is_dir() and not folder.is_symlink() and _is_report_folder(folder):
-            shutil.rmtree(folder)
-    if not any(root.iterdir()):
-        root.rmdir()
-
-
-def _is_report_folder(folder: Path) -> bool:
-    names = {path.name for path in folder.iterdir()}
-    if "report.html" not in names or not names <= {"report.html", "images"}:
-        return False
-    images = folder / "images"
-    return not images.exists() or (
-        images.is_dir() and all(p.is_file() and p.suffix in (".png", ".tmp") for p in images.iterdir())
-    )
 
 
 def write_html_report(out_dir: Path, items: Sequence[ReportItem], meta: ReportMeta, pictures: dict[str, dict[str, str]]) -> Path:

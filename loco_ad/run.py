@@ -6,12 +6,13 @@ Example::
 
 Writes OUT/scores.csv, OUT/metrics.csv and OUT/results.json (and OUT/report/
 with --report), prints a table of the metrics averaged over seeds. OUT is
-checked before any work (a file, under a file or read-only: one line
-``error: ...``, exit 2, nothing written). Report folders an earlier run left
-in OUT/report/ are replaced, or removed by a run without --report, so OUT
-never mixes two runs. Without --data-root or LOCO_AD_DATA it runs on the
-sample bundled with the package (``loco_ad/sample_data``: a few juice_bottle
-images).
+checked before any work (a file, under a file, read-only, holding other
+files, or overlapping the data root or a category folder: one line
+``error: ...``, exit 2, nothing written). The results are written beside OUT
+and replace its previous set whole once all are written (``io.ResultSet``),
+so OUT never mixes two runs and a failed run leaves the previous set as it
+was. Without --data-root or LOCO_AD_DATA it runs on the sample bundled with
+the package (``loco_ad/sample_data``: a few juice_bottle images).
 """
 
 from __future__ import annotations
@@ -25,9 +26,11 @@ import numpy as np
 
 from loco_ad.analysis import Prediction
 from loco_ad.cli import (
+    ArgumentParser,
     add_evaluation_arguments,
     add_pipeline_arguments,
     config_from_args,
+    data_inputs,
     datasets_from_args,
     pipeline_from_args,
     print_summary,
@@ -37,8 +40,8 @@ from loco_ad.cli import (
 from loco_ad.config import PipelineConfig
 from loco_ad.core import Detector
 from loco_ad.data import CategoryData, read_mask
-from loco_ad.io import check_output_dir, write_csv, write_json
-from loco_ad.report import ReportItem, ReportMeta, remove_report_folders, write_image_report
+from loco_ad.io import ResultSet, check_output_dir, write_csv, write_json
+from loco_ad.report import ReportItem, ReportMeta, write_image_report
 
 TABLE_COLUMNS = ("image_score", "image_auroc", "logical_auroc", "structural_auroc", "pixel_score", "pixel_auroc", "spro")
 METRIC_COLUMNS = ["seed", "k_shot", "category", "image_score", "pixel_score", "image_auroc", "image_ap",
@@ -47,7 +50,7 @@ METRIC_COLUMNS = ["seed", "k_shot", "category", "image_score", "pixel_score", "i
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m loco_ad.run", description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(prog="python -m loco_ad.run", description=__doc__.split("\n\n")[0])
     add_evaluation_arguments(parser, default_out="runs/latest")
     parser.add_argument("--no-pixel", action="store_true", help="skip the pixel metrics (pixel F1-max, pixel AUROC, sPRO)")
     parser.add_argument("--report", action="store_true", help="write heat maps and OUT/report/<category>/report.html for the first seed and largest k")
@@ -125,35 +128,36 @@ def main(argv: list[str] | None = None) -> int:
         from loco_ad.evaluate import evaluate
 
         root, datasets = datasets_from_args(args)
-        pipeline = pipeline_from_args(args, config)
-        report = EvaluationReport(config, seed=args.seeds[0], k=max(args.shots)) if args.report else None
-        result = evaluate(pipeline, datasets, args.seeds, args.shots, pixel=not args.no_pixel, on_predictions=report)
-        scorer_columns = list(config.ensemble.scorers)
-        write_csv(args.out / "scores.csv", result.scores,
-                  ["category", "seed", "k_shot", "file", "label", "anomaly_type", "score", *scorer_columns])
-        write_csv(args.out / "metrics.csv", result.metrics, [c for c in METRIC_COLUMNS if any(c in r for r in result.metrics)])
-        summary = result.summary()
-        write_json(
-            args.out / "results.json",
-            {
-                **summary,
-                "config": {
-                    "pipeline": config.to_dict(),
-                    "data_root": str(root),
-                    "categories": [d.name for d in datasets],
-                    "shots": args.shots,
-                    "seeds": args.seeds,
+        with ResultSet(args.out, inputs=data_inputs(root, datasets)) as staging:
+            pipeline = pipeline_from_args(args, config)
+            report = EvaluationReport(config, seed=args.seeds[0], k=max(args.shots)) if args.report else None
+            result = evaluate(pipeline, datasets, args.seeds, args.shots, pixel=not args.no_pixel, on_predictions=report)
+            scorer_columns = list(config.ensemble.scorers)
+            write_csv(staging / "scores.csv", result.scores,
+                      ["category", "seed", "k_shot", "file", "label", "anomaly_type", "score", *scorer_columns])
+            write_csv(staging / "metrics.csv", result.metrics,
+                      [c for c in METRIC_COLUMNS if any(c in r for r in result.metrics)])
+            summary = result.summary()
+            write_json(
+                staging / "results.json",
+                {
+                    **summary,
+                    "config": {
+                        "pipeline": config.to_dict(),
+                        "data_root": str(root),
+                        "categories": [d.name for d in datasets],
+                        "shots": args.shots,
+                        "seeds": args.seeds,
+                    },
+                    "fallback_weights_used": [list(run) for run in result.fallback],
+                    "references": result.references,
                 },
-                "fallback_weights_used": [list(run) for run in result.fallback],
-                "references": result.references,
-            },
-        )
+            )
+            reports = report.write(staging / "report") if report is not None else []
         print(format_table(result.metrics))
         print_summary(summary, pipeline)
-        remove_report_folders(args.out / "report")
-        if report is not None:
-            for path in report.write(args.out / "report"):
-                print(f"report: {path}")
+        for path in reports:
+            print(f"report: {args.out / path.relative_to(staging)}")
         print(f"results written to {args.out}/")
         return 0
 

@@ -167,6 +167,53 @@ def test_list_images(tmp_path: Path) -> None:
         list_images(tmp_path / "absent")
 
 
+def test_32_bit_images_are_scaled_by_their_range(tmp_path: Path) -> None:
+    """Values above 65535 scale from the 32-bit range (they were clipped white); 16-bit values keep the 16-bit scale."""
+    ramp = np.linspace(0, 2**31 - 1, 32 * 48).reshape(32, 48).astype(np.int32)
+    Image.fromarray(ramp).save(tmp_path / "deep32.tif")
+    assert Image.open(tmp_path / "deep32.tif").mode == "I"
+    grey = read_image(tmp_path / "deep32.tif")[..., 0].astype(int)
+    expected = np.round(ramp / (2**31 - 1) * 255)
+    assert np.abs(grey - expected).max() <= 1 and grey.min() == 0 and grey.max() == 255 and 120 < np.median(grey) < 135
+    Image.fromarray((ramp // 2**15).astype(np.int32)).save(tmp_path / "sixteen.tif")  # 0 .. 65535 held in 32 bits
+    np.testing.assert_array_equal(read_image(tmp_path / "sixteen.tif")[..., 0], np.round(ramp // 2**15 / 257))
+
+
+@pytest.mark.parametrize("size, problem", [((1, 1), "too small"), ((20000, 1), "too small"), ((8, 64), "too small"),
+                                           ((20, 2000), "too elongated")])
+def test_tiny_and_elongated_images_are_refused(tmp_path: Path, size: tuple[int, int], problem: str) -> None:
+    Image.new("RGB", size, (10, 20, 30)).save(tmp_path / "odd.png")
+    with pytest.raises(ImageReadError, match=f"{size[0]}×{size[1]} pixels is {problem}") as error:
+        read_image(tmp_path / "odd.png")
+    assert error.value.path == str(tmp_path / "odd.png")
+
+
+def test_flat_images_are_read_with_a_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    Image.new("RGB", (64, 48), (90, 90, 90)).save(tmp_path / "flat.png")
+    Image.fromarray(make_scene(size=(48, 64)).rgb).save(tmp_path / "scene.png")
+    assert read_image(tmp_path / "flat.png").shape == (48, 64, 3)
+    read_image(tmp_path / "scene.png")
+    assert caplog.messages == [f"image {tmp_path / 'flat.png'} is flat (every pixel the same colour); its score says little"]
+
+
+def test_listings_skip_result_sets_and_hidden_folders_and_name_dangling_links(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from loco_ad.io import RESULT_MARKER
+
+    for name in ("a.png", "results/images/x_heatmap.png", ".staging/images/y.png", "sub/b.png"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"")
+    (tmp_path / "results" / RESULT_MARKER).write_text("")
+    (tmp_path / "sub" / "gone.png").symlink_to(tmp_path / "nothing.png")
+    assert [p.relative_to(tmp_path).as_posix() for p in list_images(tmp_path)] == ["a.png", "sub/b.png"]
+    assert f"skipping {tmp_path / 'results'}: a loco_ad result folder, not input" in caplog.messages
+    assert f"(dangling links?): {tmp_path / 'sub' / 'gone.png'}" in caplog.text
+    (tmp_path / "file.png").write_bytes(b"")
+    with pytest.raises(DataError, match="file.png is not a folder"):
+        list_images(tmp_path / "file.png")
+
+
 # ---------------------------------------------------------------- errors and config
 
 

@@ -5,7 +5,11 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 import shutil
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -195,3 +199,134 @@ def test_unwritable_out_is_refused_before_any_work(
     assert main(_args(folders, out)) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and str(out) in err and "\n" not in err
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _one_line(capsys: pytest.CaptureFixture) -> str:
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err, err
+    return err
+
+
+def _copy_inputs(folders: Path, tmp_path: Path) -> tuple[Path, Path]:
+    shutil.copytree(folders / "good", tmp_path / "good")
+    shutil.copytree(folders / "images", tmp_path / "images", ignore=shutil.ignore_patterns("corrupt.png"))
+    return tmp_path / "good", tmp_path / "images"
+
+
+@pytest.mark.parametrize("where", ["the images folder", "inside the images folder", "inside the good folder",
+                                   "above both", "a link to the good folder"])
+def test_out_over_an_input_folder_is_refused_and_a_rerun_reads_no_result(
+    where: str, folders: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    good, images = _copy_inputs(folders, tmp_path)
+    (tmp_path / "link").symlink_to(good)
+    out = {"the images folder": images, "inside the images folder": images / "out", "inside the good folder": good / "out",
+           "above both": tmp_path, "a link to the good folder": tmp_path / "link" / "out"}[where]
+    before = _files(tmp_path)
+    argv = ["--good", str(good), "--images", str(images), "--out", str(out), "--preset", "offline", "--no-cache", "--quiet"]
+    assert main(argv) == 2
+    assert str(out) in _one_line(capsys) and _files(tmp_path) == before
+
+
+def test_listings_skip_result_folders(folders: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """An earlier result set inside an image folder (written there before --out was checked) is never read as input."""
+    good, images = _copy_inputs(folders, tmp_path)
+    assert main(["--good", str(good), "--images", str(good), "--out", str(tmp_path / "out"), "--preset", "offline",
+                 "--no-cache", "--quiet"]) == 0
+    shutil.move(tmp_path / "out", images / "old_results")
+    assert main(["--good", str(good), "--images", str(images), "--out", str(tmp_path / "out"), "--preset", "offline",
+                 "--no-cache", "--quiet"]) == 0
+    assert not any(name.startswith("old_results") for name in _rows(tmp_path / "out"))
+    assert f"skipping {images / 'old_results'}: a loco_ad result folder" in caplog.text
+
+
+def test_a_killed_run_then_a_rerun_leaves_exactly_one_runs_files(folders: Path, tmp_path: Path) -> None:
+    images = tmp_path / "many"
+    for seed in range(48):  # six batches: the run is killed once the first batch's overlays are written
+        _save(images / f"{seed:02d}.png", "good" if seed % 2 else "missing", 100 + seed)
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "loco_ad.predict", "--good", str(folders / "good"), "--images", str(images),
+               "--out", str(out), "--preset", "offline", "--no-cache", "--quiet"]
+    process = subprocess.Popen(command, cwd=Path(__file__).resolve().parents[1], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while not list(tmp_path.glob(".out.*.partial/images/*.png")):
+            assert process.poll() is None and time.monotonic() < deadline, "the run ended before it could be killed"
+            time.sleep(0.02)
+    finally:
+        process.kill()
+        process.wait()
+    assert not out.exists() and list(tmp_path.glob(".out.*.partial"))  # killed half-way: nothing in --out
+    few = tmp_path / "few"
+    _save(few / "a.png", "good", 3)
+    _save(few / "b.png", "missing", 4)
+    assert main(["--good", str(folders / "good"), "--images", str(few), "--out", str(out), "--preset", "offline",
+                 "--no-cache", "--quiet"]) == 0
+    pictures = {f"images/{stem}_{kind}.png" for stem in "ab" for kind in ("heatmap", "segments")}
+    assert set(_files(out)) == {".loco_ad-result-set", "results.csv", "results.json", "report.html", *pictures}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["few", "many", "out"]
+
+
+def test_a_rerun_with_other_images_leaves_no_stale_picture(folders: Path, tmp_path: Path) -> None:
+    good, images = _copy_inputs(folders, tmp_path)
+    out = tmp_path / "out"
+    assert main(["--good", str(good), "--images", str(images), "--out", str(out), "--preset", "offline", "--no-cache", "--quiet"]) == 0
+    assert len(list((out / "images").iterdir())) == 2 * 7
+    assert main(["--good", str(good), "--images", str(good), "--out", str(out), "--preset", "offline", "--no-cache", "--quiet"]) == 0
+    assert sorted(p.name for p in (out / "images").iterdir()) == sorted(
+        f"good_{i}_{kind}.png" for i in range(3) for kind in ("heatmap", "segments"))
+
+
+def test_a_second_run_into_the_same_folder_is_refused(folders: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from loco_ad.io import ResultSet
+
+    out = tmp_path / "out"
+    with ResultSet(out) as staging:  # a first run is writing
+        (staging / "results.csv").write_text("first run")
+        assert main(_args(folders, out)) == 2
+        assert "another loco_ad command is writing to --out folder" in _one_line(capsys)
+    assert _files(out)["results.csv"] == b"first run"
+
+
+def test_a_full_disk_is_one_line_and_keeps_the_previous_results(
+    folders: Path, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from loco_ad import io as io_module
+
+    out = tmp_path / "out"
+    assert main(_args(folders, out)) == 1
+    before = _files(out)
+    real_new_temporary = io_module._new_temporary
+
+    def full_disk(path: Path):
+        if path.name.endswith("_heatmap.png"):  # a real ENOSPC: writes to /dev/full fail as on a full disk
+            return os.open("/dev/full", os.O_WRONLY), path.with_name(".never")
+        return real_new_temporary(path)
+
+    monkeypatch.setattr(io_module, "_new_temporary", full_disk)
+    capsys.readouterr()
+    assert main(_args(folders, out)) == 2
+    assert _one_line(capsys).endswith("_heatmap.png: No space left on device")
+    assert _files(out) == before and not list(tmp_path.glob(".out*"))
+
+
+def test_good_that_is_a_file_is_named_as_such(folders: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    argv = ["--good", str(folders / "good" / "good_0.png"), "--images", str(folders / "images"),
+            "--out", str(tmp_path / "out"), "--preset", "offline", "--no-cache", "--quiet"]
+    assert main(argv) == 2
+    assert f"{folders / 'good' / 'good_0.png'} is not a folder" in _one_line(capsys)
+    assert not (tmp_path / "out").exists()
+
+
+def test_dangling_links_are_listed_as_skipped(folders: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    good, images = _copy_inputs(folders, tmp_path)
+    (images / "gone.png").symlink_to(tmp_path / "nothing.png")
+    assert main(["--good", str(good), "--images", str(images), "--out", str(tmp_path / "out"), "--preset", "offline",
+                 "--no-cache", "--quiet"]) == 0
+    expected = f"skipped 1 image path(s) in {images} that are not readable files (dangling links?): {images / 'gone.png'}"
+    assert expected in caplog.text

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import shutil
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -22,7 +21,6 @@ from loco_ad.report import (
     heatmap_overlay,
     map_colour_range,
     overlay_stems,
-    remove_report_folders,
     segmentation_overlay,
     write_image_report,
     write_results,
@@ -175,23 +173,3 @@ def test_write_image_report(tmp_path: Path) -> None:
     # scored images only, by descending score
     order = sorted((i for i in items if i.prediction), key=lambda i: -i.prediction.score)
     assert page.headings == [i.name for i in order]
-
-
-def test_only_report_folders_are_removed(tmp_path: Path) -> None:
-    def folder(name: str, files: dict[str, bytes]) -> Path:
-        for relative, data in files.items():
-            (tmp_path / "report" / name / relative).parent.mkdir(parents=True, exist_ok=True)
-            (tmp_path / "report" / name / relative).write_bytes(data)
-        return tmp_path / "report" / name
-
-    ours = folder("a", {"report.html": b"x", "images/1_heatmap.png": b"", "images/.1_segments.png.0a.tmp": b""})
-    bare = folder("b", {"report.html": b"x"})
-    with_notes = folder("c", {"report.html": b"x", "notes.txt": b"mine"})
-    other_files = folder("d", {"report.html": b"x", "images/photo.jpg": b""})
-    remove_report_folders(tmp_path / "report")
-    assert not ours.exists() and not bare.exists() and with_notes.exists() and other_files.exists()
-    shutil.rmtree(with_notes)
-    shutil.rmtree(other_files)
-    remove_report_folders(tmp_path / "report")
-    assert not (tmp_path / "report").exists()  # an empty report folder goes too
-    remove_report_folders(tmp_path / "report")  # and a missing one is fine

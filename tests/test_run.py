@@ -274,26 +274,81 @@ def test_mask_of_the_wrong_size_is_named(tmp_path, tiny_loco_root, capsys):
     assert str(mask) in _error(tmp_path, capsys, "--data-root", str(tiny_loco_root), "--shots", "1", "--seeds", "0")
 
 
-def test_reused_out_replaces_the_reports_this_tool_wrote(tmp_path, tiny_loco_root):
+def _files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_a_rerun_replaces_the_whole_result_set(tmp_path, tiny_loco_root):
     out = tmp_path / "out"
     args = ["--data-root", str(tiny_loco_root), "--shots", "1", "--seeds", "0", "--preset", "offline", "--no-pixel",
             "--out", str(out)]
-    stale = out / "report" / "breakfast_box"  # as an earlier run on another category left it
-    (stale / "images").mkdir(parents=True)
-    (stale / "report.html").write_text("<html></html>")
-    (stale / "images" / "000_heatmap.png").write_bytes(b"")
-    old_picture = out / "report" / "juice_bottle" / "images" / "gone_heatmap.png"
-    old_picture.parent.mkdir(parents=True)
-    old_picture.write_bytes(b"")
-    (old_picture.parents[1] / "report.html").write_text("<html></html>")
-    mine = out / "report" / "notes"  # not a report folder: kept
-    mine.mkdir()
-    (mine / "todo.txt").write_text("keep")
     assert _run(tmp_path, *args, "--report") == 0
-    assert sorted(p.name for p in (out / "report").iterdir()) == ["juice_bottle", "notes"]
-    assert not old_picture.exists() and (out / "report" / "juice_bottle" / "report.html").stat().st_size > 100
-    assert _run(tmp_path, *args) == 0  # without --report, no report of an older run stays beside the new results
-    assert sorted(p.name for p in (out / "report").iterdir()) == ["notes"]
+    assert (out / "report" / "juice_bottle" / "report.html").stat().st_size > 100
+    assert _run(tmp_path, *args) == 0  # without --report, no report of the earlier run stays beside the new results
+    assert sorted(p.name for p in out.iterdir()) == [".loco_ad-result-set", "metrics.csv", "results.json", "scores.csv"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "loco", "out"]  # no staging folder or lock left
+    (out / "notes.txt").write_text("mine")  # a result set is replaced whole: what a user adds goes with it
+    assert _run(tmp_path, *args) == 0 and not (out / "notes.txt").exists()
+
+
+def test_a_folder_of_other_files_is_refused(tmp_path, tiny_loco_root, capsys):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "todo.txt").write_text("keep")
+    assert _run(tmp_path, "--data-root", str(tiny_loco_root), "--preset", "offline", "--out", str(out)) == 2
+    assert "holds files that are not a loco_ad result set" in _one_line_error(capsys)
+    assert _files(out) == {"todo.txt": b"keep"}
+
+
+@pytest.mark.parametrize("where", ["the data root", "inside the data root", "a category folder", "above the data root",
+                                   "a linked category"])
+def test_out_over_the_data_is_refused_with_nothing_written(tmp_path, tiny_loco_root, capsys, monkeypatch, where):
+    monkeypatch.setattr("loco_ad.evaluate.evaluate", lambda *a, **k: pytest.fail("work started"))
+    category = tiny_loco_root / "juice_bottle"
+    if where == "a linked category":  # the category folder is a link to a folder outside the data root
+        shutil.move(category, tmp_path / "elsewhere")
+        category.symlink_to(tmp_path / "elsewhere")
+    out = {"the data root": tiny_loco_root, "inside the data root": tiny_loco_root / "runs",
+           "a category folder": category / "train" / "good", "above the data root": tmp_path,
+           "a linked category": tmp_path / "elsewhere" / "out"}[where]
+    before = _files(tmp_path)
+    assert _run(tmp_path, "--data-root", str(tiny_loco_root), "--preset", "offline", "--out", str(out)) == 2
+    message = _one_line_error(capsys)
+    assert str(out) in message and ("data root" in message or "category folder juice_bottle" in message)
+    assert _files(tmp_path) == before
+
+
+def test_a_full_disk_leaves_the_previous_results_byte_identical(tmp_path, tiny_loco_root, capsys, monkeypatch):
+    from loco_ad import io as io_module
+
+    out = tmp_path / "out"
+    args = ["--data-root", str(tiny_loco_root), "--shots", "1", "--seeds", "0", "--preset", "offline", "--no-pixel",
+            "--out", str(out)]
+    assert _run(tmp_path, *args, "--report") == 0
+    before = _files(out)
+    real_new_temporary = io_module._new_temporary
+
+    def full_disk(path: Path):
+        if path.name == "results.json":  # a real ENOSPC: writes to /dev/full fail as on a full disk
+            return os.open("/dev/full", os.O_WRONLY), path.with_name(".never")
+        return real_new_temporary(path)
+
+    monkeypatch.setattr(io_module, "_new_temporary", full_disk)
+    capsys.readouterr()
+    assert _run(tmp_path, *args) == 2
+    message = _one_line_error(capsys)
+    assert message.startswith("error: cannot write ") and message.endswith("results.json: No space left on device")
+    assert _files(out) == before and sorted(p.name for p in tmp_path.iterdir()) == ["cache", "loco", "out"]
+
+
+def test_repeated_shots_and_seeds_run_once_and_are_recorded_as_run(tmp_path, tiny_loco_root, capsys):
+    out = tmp_path / "out"
+    assert _run(tmp_path, "--data-root", str(tiny_loco_root), "--shots", "2", "2", "--seeds", "42", "42", "--preset",
+                "offline", "--no-pixel", "--out", str(out)) == 0
+    config = json.loads((out / "results.json").read_text())["config"]
+    assert config["shots"] == [2] and config["seeds"] == [42] and len(_rows(out / "metrics.csv")) == 1
+    printed = capsys.readouterr().out
+    assert "AUFC n/a (one k)" in printed and "nan" not in printed.lower()
 
 
 def test_help_names_presets_scorers_and_the_report_path():

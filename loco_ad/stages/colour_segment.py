@@ -10,6 +10,7 @@ from scipy.cluster.hierarchy import fcluster, linkage
 from skimage.measure import label
 from sklearn.cluster import KMeans
 from sklearn.exceptions import NotFittedError
+from threadpoolctl import threadpool_limits
 
 from loco_ad.errors import DataError
 from loco_ad.stages.cielab import rgb_to_lab
@@ -105,7 +106,10 @@ class ColourClusterSegmenter:
         pixels = np.concatenate([self._lab(rgb).reshape(-1, 3) for rgb in references])
         if len(pixels) > self.n_samples:
             pixels = pixels[np.random.default_rng(self.seed).choice(len(pixels), self.n_samples, replace=False)]
-        kmeans = KMeans(self.n_colours, n_init=3, random_state=self.seed).fit(pixels)
+        # k-means sums its float32 centres in per-thread chunks: one OpenMP thread makes the centres, and so every
+        # score, the same on any machine and thread count (two threads moved centres by 0.02 and scores by 1e-3)
+        with threadpool_limits(limits=1, user_api="openmp"):
+            kmeans = KMeans(self.n_colours, n_init=3, random_state=self.seed).fit(pixels)
         centres = kmeans.cluster_centers_
         if len(centres) > 1:
             groups = fcluster(linkage(centres, self.merge_linkage), self.merge_distance, "distance") - 1
