@@ -146,3 +146,94 @@ def test_cache_under_a_file_warns_and_stores_nothing(tmp_path, caplog):
 
 def test_key_depends_on_dtype():
     assert AnalysisCache.key(np.zeros((2, 2, 3), np.uint8), "s") != AnalysisCache.key(np.zeros((2, 2, 3), np.int8), "s")
+
+
+def _rewrite(path: Path, change) -> None:
+    """Rewrite the .npz at ``path`` with ``change`` applied to its arrays (stored key and checksum kept as they are)."""
+    with np.load(path, allow_pickle=False) as stored:
+        arrays = {name: stored[name] for name in stored.files}
+    change(arrays)
+    with open(path, "wb") as file:
+        np.savez(file, **arrays)
+
+
+def test_swapped_entries_are_damaged_removed_and_recomputed(tmp_path, caplog):
+    cache = AnalysisCache(tmp_path)
+    first, second = (cache.key(np.full((2, 2, 3), value, np.uint8), "s") for value in (0, 1))
+    cache.save(first, {"patches": np.zeros((1, 1, 4), np.float32), "segment_map": np.zeros((2, 2), np.int32)})
+    cache.save(second, {"patches": np.ones((1, 1, 4), np.float32), "segment_map": np.ones((2, 2), np.int32)})
+    paths = [cache.root / key[:2] / f"{key}.npz" for key in (first, second)]
+    contents = [path.read_bytes() for path in paths]
+    paths[0].write_bytes(contents[1])
+    paths[1].write_bytes(contents[0])
+    with caplog.at_level(logging.WARNING, logger="loco_ad.cache"):
+        assert cache.load(first, EXPECTED) is None and cache.load(second, EXPECTED) is None
+    assert caplog.text.count("another key") == 2 and not any(path.exists() for path in paths)
+    assert (cache.hits, cache.misses) == (0, 2)
+    cache.save(first, GOOD)
+    np.testing.assert_array_equal(cache.load(first, EXPECTED)["patches"], GOOD["patches"])
+
+
+@pytest.mark.parametrize("damage", ["flipped", "one value", "renamed array", "no checksum"])
+def test_changed_arrays_fail_their_checksum(tmp_path, caplog, damage):
+    cache = AnalysisCache(tmp_path)
+    arrays = {"patches": np.arange(8, dtype=np.float32).reshape(1, 2, 4), "segment_map": np.arange(4, dtype=np.int32).reshape(2, 2)}
+    key, path = _entry(cache, arrays)
+
+    def change(stored: dict) -> None:
+        if damage == "flipped":  # same shape, same dtype, same values: only their order differs
+            stored["segment_map"] = stored["segment_map"][::-1].copy()
+        elif damage == "one value":
+            stored["patches"][0, 0, 0] += 1
+        elif damage == "renamed array":
+            stored["other"] = stored.pop("patches")
+        else:
+            del stored["__checksum__"]
+
+    _rewrite(path, change)
+    with caplog.at_level(logging.WARNING, logger="loco_ad.cache"):
+        assert cache.load(key) is None
+    assert "damaged cache entry" in caplog.text and not path.exists()
+
+
+def test_stored_identity_is_not_returned(tmp_path):
+    cache = AnalysisCache(tmp_path)
+    key, _ = _entry(cache, GOOD)
+    assert set(cache.load(key)) == set(GOOD)
+    with pytest.raises(ValueError, match="cache's own"):
+        cache.save(key, {"__key__": np.zeros(1)})
+
+
+def test_key_depends_on_the_format_version(monkeypatch):
+    rgb = np.zeros((2, 2, 3), np.uint8)
+    before = AnalysisCache.key(rgb, "s")
+    monkeypatch.setattr("loco_ad.cache.FORMAT_VERSION", 1)
+    assert AnalysisCache.key(rgb, "s") != before
+
+
+def test_a_folder_in_an_entry_place_is_one_damaged_entry(tmp_path, caplog):
+    cache = AnalysisCache(tmp_path)
+    key, path = _entry(cache, GOOD)
+    path.unlink()
+    (path / "inside").mkdir(parents=True)
+    with caplog.at_level(logging.WARNING, logger="loco_ad.cache"):
+        assert cache.load(key, EXPECTED) is None
+    assert "a folder in its place" in caplog.text and not path.exists()
+    cache.save(key, GOOD)
+    assert cache.writable and set(cache.load(key, EXPECTED)) == set(GOOD)
+
+
+def test_a_folder_that_blocks_a_save_does_not_stop_caching(tmp_path, caplog):
+    cache = AnalysisCache(tmp_path)
+    blocked = cache.key(np.zeros((2, 2, 3), np.uint8), "s")
+    path = cache.root / blocked[:2] / f"{blocked}.npz"
+    (path / "inside").mkdir(parents=True)
+    with caplog.at_level(logging.WARNING, logger="loco_ad.cache"):
+        cache.save(blocked, GOOD)  # the rename onto a folder fails: this entry only
+    assert cache.writable and "cannot store cache entry" in caplog.text
+    other = cache.key(np.ones((2, 2, 3), np.uint8), "s")
+    cache.save(other, GOOD)
+    assert set(cache.load(other, EXPECTED)) == set(GOOD)
+    cache.save(blocked, GOOD)  # the folder was removed with the warning
+    assert set(cache.load(blocked, EXPECTED)) == set(GOOD)
+    assert not list(tmp_path.rglob("*.tmp"))

@@ -124,6 +124,26 @@ def test_zero_byte_cache_entries_are_recomputed_with_unchanged_scores(tmp_path, 
     assert all(np.load(entry)["patches"].size for entry in entries)  # stored again, whole
 
 
+@pytest.mark.parametrize("damage", ["swapped", "flipped"])
+def test_swapped_or_flipped_cache_entries_are_recomputed_with_unchanged_scores(tmp_path, caplog, damage):
+    expected = [p.score for p in _offline(tmp_path, scorers=PAIR).fit(_references()).predict_many(_tests())]
+    first, second = sorted(tmp_path.rglob("*.npz"))[:2]
+    if damage == "swapped":  # two whole, valid entries under each other's names
+        one, other = first.read_bytes(), second.read_bytes()
+        first.write_bytes(other)
+        second.write_bytes(one)
+    else:  # one array reversed along its rows: same shape, dtype and values
+        with np.load(first) as stored:
+            arrays = {name: stored[name] for name in stored.files}
+        arrays["patches"] = arrays["patches"][::-1].copy()
+        with open(first, "wb") as file:
+            np.savez(file, **arrays)
+    again = _offline(tmp_path, scorers=PAIR).fit(_references())
+    assert [p.score for p in again.predict_many(_tests())] == expected
+    assert again.cache.misses == (2 if damage == "swapped" else 1)
+    assert "damaged cache entry" in caplog.text
+
+
 def test_input_size_resizes_before_the_model():
     config = dataclasses.replace(get_preset("offline"), input_size=(64, 64))
     pipeline = Pipeline(config, progress=False).fit(_references(2))
