@@ -4,6 +4,7 @@ Example::
 
     python experiments/benchmark.py --presets offline fast --random-weights --images 2 --out runs/benchmark
     python experiments/benchmark.py --presets paper fast --random-weights --device cuda --images 16 --out runs/benchmark
+    python experiments/benchmark.py --run-memory --out runs/benchmark_run
 
 Every component is built by ``loco_ad.build`` from the preset (then the
 ``--config`` file and ``--set`` overrides), exactly as the pipeline builds it. ``--random-weights`` builds SAM
@@ -38,13 +39,27 @@ Memory: peak resident set size of the process during the stage (sampled from
 ``resource``), and on CUDA ``torch.cuda.max_memory_allocated``.
 
 Writes OUT/stages.csv, OUT/detector.csv and OUT/projection.csv and prints them.
+
+``--run-memory`` measures instead the whole evaluation, ``python -m loco_ad.run``
+(``RUN_ARGS``: juice_bottle, k = 1, 2, 4, 8, seeds 42/0/1234, offline preset) as a
+child process, on the shared subset (93 test images) and on a larger test set
+built for the measurement in a temporary folder (removed afterwards, never in the
+repository): the subset's test images ``--test-repeats`` times under new names
+(hard links, or copies across file systems, with their ground truth) plus the
+``--extra-good`` images as good test images (3 × 93 + 80 = 359). Prints and
+writes OUT/run_memory.csv: test images, wall seconds and the child's peak
+resident set size (``os.wait4``), and the ratio of the peaks.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import resource
+import shutil
+import subprocess
 import sys
+import tempfile
 import threading
 import time
 from contextlib import contextmanager
@@ -62,9 +77,9 @@ from loco_ad.io import ResultSet, write_csv
 from loco_ad.stages.align import align, patch_grid_labels
 from loco_ad.stages.cielab import rgb_to_lab
 
-SHARED_IMAGE = (
-    Path(__file__).resolve().parents[2] / "shared" / "data" / "mvtec_loco_subset" / "juice_bottle" / "train" / "good" / "000.png"
-)
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+SHARED_IMAGE = SHARED_DATA / "mvtec_loco_subset" / "juice_bottle" / "train" / "good" / "000.png"
+RUN_ARGS = ("--category", "juice_bottle", "--shots", "1", "2", "4", "8", "--preset", "offline", "--quiet")
 SHOTS = (1, 2, 4, 8)
 N_CLASSES = 6  # synthetic analyses: background + 5 classes
 VAND_TEST_IMAGES = 1568  # MVTec LOCO AD test split, five categories
@@ -263,6 +278,63 @@ def projection(config: PipelineConfig, stages: Sequence[dict], detector: Sequenc
                 total_min=(model_s + fits_s) / 60)
 
 
+def _link(source: Path, target: Path) -> None:
+    """``target`` as a hard link to ``source`` (a copy across file systems)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
+
+
+def larger_test_set(subset: Path, extra_good: Path, repeats: int, root: Path, category: str = "juice_bottle") -> Path:
+    """A data root under ``root`` with ``category``'s train split, its test split ``repeats`` times
+    (copies ``r<i>_<name>``, ground truth included) and ``extra_good``'s images as good test images."""
+    source, target = subset / category, root / category
+    for path in source.rglob("*"):
+        relative = path.relative_to(source)
+        if path.is_file() and relative.parts[0] not in ("test", "ground_truth"):
+            _link(path, target / relative)
+    for repeat in range(repeats):
+        prefix = f"r{repeat}_"
+        for path in (source / "test").rglob("*.png"):
+            _link(path, target / "test" / path.parent.name / f"{prefix}{path.name}")
+        for path in (source / "ground_truth").rglob("*.png"):
+            relative = path.relative_to(source / "ground_truth")
+            _link(path, target / "ground_truth" / relative.parts[0] / f"{prefix}{relative.parts[1]}" / relative.parts[2])
+    for index, path in enumerate(sorted(extra_good.glob("*.png"))):
+        _link(path, target / "test" / "good" / f"extra_{index:03d}.png")
+    return root
+
+
+def measure_run(data_root: Path, out: Path, extra: Sequence[str] = ()) -> dict:
+    """Wall seconds and peak RSS (MiB) of one ``python -m loco_ad.run`` child on ``data_root``."""
+    command = [sys.executable, "-m", "loco_ad.run", "--data-root", str(data_root), *RUN_ARGS, "--out", str(out), *extra]
+    start = time.perf_counter()
+    with open(out.with_suffix(".log"), "w") as log:
+        child = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(child.pid, 0)
+    seconds = time.perf_counter() - start
+    child.returncode = os.waitstatus_to_exitcode(status)
+    if child.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} exited {child.returncode}; see {out.with_suffix('.log')}")
+    test_images = len(list((data_root / "juice_bottle" / "test").rglob("*.png")))
+    scale = 2**20 if sys.platform == "darwin" else 2**10
+    return dict(test_images=test_images, wall_s=seconds, peak_rss_mib=usage.ru_maxrss / scale)
+
+
+def bench_run_memory(subset: Path, extra_good: Path, repeats: int, out: Path) -> list[dict]:
+    """``measure_run`` on the subset and on ``larger_test_set``; rows of OUT/run_memory.csv."""
+    out.mkdir(parents=True, exist_ok=True)
+    rows = [measure_run(subset, out / "run_subset")]
+    with tempfile.TemporaryDirectory(prefix="loco_ad_larger_") as folder:
+        larger = larger_test_set(subset, extra_good, repeats, Path(folder))
+        rows.append(measure_run(larger, out / "run_larger"))
+    for row in rows:
+        row["peak_ratio"] = row["peak_rss_mib"] / rows[0]["peak_rss_mib"]
+    return rows
+
+
 def print_table(rows: Sequence[dict], columns: Sequence[str]) -> None:
     """Print rows as an aligned text table."""
     text = [[f"{row[c]:.4g}" if isinstance(row[c], float) else str(row[c]) for c in columns] for row in rows]
@@ -283,6 +355,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", type=device, default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--out", type=output_folder, default=Path("runs/benchmark"))
+    parser.add_argument("--run-memory", action="store_true", help="measure python -m loco_ad.run instead (time, peak memory)")
+    parser.add_argument("--data-root", type=Path, default=SHARED_DATA / "mvtec_loco_subset", help="with --run-memory: the subset")
+    parser.add_argument("--extra-good", type=Path, default=SHARED_DATA / "juice_bottle_extra_good" / "good",
+                        help="with --run-memory: good images added to the larger test set")
+    parser.add_argument("--test-repeats", type=int, default=3, help="with --run-memory: copies of the test split in the larger set")
     return parser
 
 
@@ -291,8 +368,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def body() -> int:
         configs = [apply_overrides(settings_from_file(get_preset(name), args.config), args.set) for name in args.presets]
-        results = ResultSet(args.out, inputs={"--image": args.image, "--config file": args.config})
+        results = ResultSet(args.out, inputs={"--image": args.image, "--config file": args.config,
+                                              "--data-root": args.data_root if args.run_memory else None,
+                                              "--extra-good": args.extra_good if args.run_memory else None})
         results.check()
+        if args.run_memory:
+            with results as staging:
+                rows = bench_run_memory(args.data_root, args.extra_good, args.test_repeats, staging)
+                write_csv(staging / "run_memory.csv", rows)
+            print_table(rows, ["test_images", "wall_s", "peak_rss_mib", "peak_ratio"])
+            print(f"\nwrote {args.out}/")
+            return 0
         import torch
 
         from loco_ad.build import banks_on_gpu

@@ -56,6 +56,7 @@ into this pipeline's submission (the evaluator imports
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import io
 import json
 import re
@@ -214,13 +215,19 @@ def run_protocol(
     masks = {data.name: [challenge_mask(s) for s in data.test] for data in datasets} if pixel else {}
     pixel_rows: list[dict] = []
 
+    def challenge_map(seed: int, k: int, prediction: Prediction) -> Prediction:
+        """The scores and the map at the challenge's size: all ``pixel_f1`` needs, held for every test image of a fit."""
+        small = prediction.map
+        if small is not None:
+            small = cv2.resize(small.astype(np.float32), VAND_SIZE[::-1], interpolation=cv2.INTER_LINEAR)
+        return dataclasses.replace(prediction.scores_only(), map=small)
+
     def pixel_f1(data: CategoryData, seed: int, k: int, predictions: list[Prediction], detector) -> None:
         if pixel and predictions[0].map is not None:
-            maps = [cv2.resize(p.map.astype(np.float32), VAND_SIZE[::-1], interpolation=cv2.INTER_LINEAR) for p in predictions]
-            score = pixel_metrics(masks[data.name], maps)[1]
+            score = pixel_metrics(masks[data.name], [p.map for p in predictions])[1]
             pixel_rows.append({"seed": seed, "k_shot": k, "category": data.name, "pixel_score": score})
 
-    result = evaluate(pipeline, resized, seeds, shots, pixel=False, on_predictions=pixel_f1)
+    result = evaluate(pipeline, resized, seeds, shots, pixel=False, on_predictions=pixel_f1, keep=challenge_map)
     rows = [{column: row[column] for column in METRICS_COLUMNS} for row in result.metrics]
     return rows, pixel_rows, result
 

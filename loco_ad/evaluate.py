@@ -7,6 +7,13 @@ reference is a new image to the models, so that work is done per draw. The
 fitted ``Detector`` of each draw is handed to the ``on_predictions`` hook with
 its predictions, so a hook never reads the pipeline's state, which the next
 draw replaces.
+
+Memory is bounded by the references and a batch, not by the test set: test
+images stream through each fit ``BATCH`` at a time (their model outputs come
+from the disk cache, not from memory), and of each prediction only its scores
+and its anomaly map at the pixel metrics' size (``EvaluationConfig.pixel_long_side``)
+are kept until the fit's metrics are computed; a hook gets what its ``keep``
+function keeps (by default the scores alone, ``Prediction.scores_only``).
 """
 
 from __future__ import annotations
@@ -32,6 +39,10 @@ logger = logging.getLogger(__name__)
 
 # Called with (category, seed, k, predictions, the fitted detector) after each fit: used to write reports.
 PredictionHook = Callable[[CategoryData, int, int, list[Prediction], Detector], None]
+# What a hook is handed of each prediction of (seed, k), decided as the prediction is made.
+KeepForHook = Callable[[int, int, Prediction], Prediction]
+# Test images scored at once: what is held of them (images, analyses, full-size maps) is bounded by this.
+BATCH = 16
 
 
 @dataclass
@@ -134,6 +145,7 @@ def evaluate(
     shots: Sequence[int],
     pixel: bool = True,
     on_predictions: PredictionHook | None = None,
+    keep: KeepForHook | None = None,
 ) -> Evaluation:
     """Run the few-shot protocol on each category.
 
@@ -144,7 +156,11 @@ def evaluate(
       shots: the k values.
       pixel: compute the pixel metrics (needs a patch scorer for a map) at the
         resolution and FPR limit of ``pipeline.config.evaluation``.
-      on_predictions: called after scoring each (category, seed, k) with the fitted detector.
+      on_predictions: called after scoring each (category, seed, k) with the fitted detector
+        and, per test image, what ``keep`` kept of its prediction.
+      keep: what of each prediction to hand the hook; None: its scores only
+        (``Prediction.scores_only``). Whole predictions hold the image's
+        analysis, several MB: keep them for one (seed, k) at most.
     Returns:
       the ``Evaluation``.
     """
@@ -154,51 +170,59 @@ def evaluate(
         draws = {(seed, k): draw_references(data.train, k, seed) for seed in seeds for k in shots}
         drawn = sorted({path for paths in draws.values() for path in paths})
         test_paths = [sample.path for sample in data.test]
-        pipeline.prepare_for_fits(drawn + test_paths)
+        pipeline.prepare_for_fits(drawn, test_paths)
         labels = np.array([sample.label for sample in data.test])
         types = [sample.anomaly_type for sample in data.test]
         masks: list[np.ndarray] | None = None  # per test image its defect channels, read at the first map
         union: list[np.ndarray] | None = None  # per test image all its defects in one mask
         defects: Sequence[DefectConfig] | None = data.defects
         settings = pipeline.config.evaluation
+        stored_size = image_size(data.test[0].path)  # of the stored test images (and their ground truth)
         result.references[data.name] = {str(seed): {} for seed in seeds}
         runs = tqdm(draws.items(), desc=f"{data.name}: seeds × k", unit="fit", disable=not pipeline.progress)
         for (seed, k), references in runs:
             pipeline.fit(references)
             detector = pipeline.detector
-            predictions = pipeline.predict_many(test_paths, progress=False)
             result.references[data.name][str(seed)][str(k)] = [str(p) for p in references]
             if detector.used_fallback:
                 result.fallback.append((data.name, seed, k))
-            scores = np.array([p.score for p in predictions])
-            row = {"seed": seed, "k_shot": k, "category": data.name, **image_metrics(labels, scores, types)}
-            if pixel and predictions[0].map is not None:
-                stored_size = image_size(data.test[0].path)
-                size = pixel_eval_size(predictions[0].map.shape, stored_size, settings.pixel_long_side)
+            scores, maps, kept = [], [], []
+            size: tuple[int, int] | None = None  # of the pixel metrics, from the fit's first map
+            for start in range(0, len(test_paths), BATCH):
+                batch = pipeline.predict_many(test_paths[start : start + BATCH], progress=False, remember=False)
+                for sample, prediction in zip(data.test[start : start + BATCH], batch):
+                    scores.append(prediction.score)
+                    if pixel and prediction.map is not None:
+                        size = size or pixel_eval_size(prediction.map.shape, stored_size, settings.pixel_long_side)
+                        maps.append(_resize_map(prediction.map, size))
+                    if on_predictions is not None:
+                        kept.append(keep(seed, k, prediction) if keep else prediction.scores_only())
+                    result.scores.append(
+                        {
+                            "category": data.name,
+                            "seed": seed,
+                            "k_shot": k,
+                            "file": _file_name(sample.path, data.root),
+                            "label": sample.label,
+                            "anomaly_type": sample.anomaly_type,
+                            "score": prediction.score,
+                            **prediction.scores,
+                        }
+                    )
+                del batch  # its analyses and full-size maps, before the next batch is made
+            row = {"seed": seed, "k_shot": k, "category": data.name, **image_metrics(labels, np.array(scores), types)}
+            if maps:
                 if masks is None:
                     masks = [read_mask_channels(sample, size) for sample in data.test]
                     union = [m.max(axis=0, initial=0) for m in masks]
                     defects = saturation_defects(data, masks)
-                maps = [_resize_map(p.map, size) for p in predictions]
                 row["pixel_auroc"], row["pixel_score"] = pixel_metrics(union, maps)
                 scale = saturation_scale(data.name, size, stored_size)
                 row.update(spro_by_type(masks, maps, types, defects, scale, settings.spro_fpr_limit))
+            del maps
             result.metrics.append(row)
-            for sample, prediction in zip(data.test, predictions):
-                result.scores.append(
-                    {
-                        "category": data.name,
-                        "seed": seed,
-                        "k_shot": k,
-                        "file": _file_name(sample.path, data.root),
-                        "label": sample.label,
-                        "anomaly_type": sample.anomaly_type,
-                        "score": prediction.score,
-                        **prediction.scores,
-                    }
-                )
             if on_predictions is not None:
-                on_predictions(data, seed, k, predictions, detector)
+                on_predictions(data, seed, k, kept, detector)
     return result
 
 

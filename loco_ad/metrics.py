@@ -21,7 +21,6 @@ import math
 from typing import Mapping, Sequence
 
 import numpy as np
-from scipy.integrate import trapezoid
 from sklearn.metrics import auc, average_precision_score
 
 from loco_ad.data import DefectConfig
@@ -88,26 +87,62 @@ def auroc_and_f1_max(
 
 
 def _auroc_and_f1_max(labels: np.ndarray, scores: np.ndarray, negative_weight: float = 1.0) -> tuple[float, float]:
-    """AUROC and F1-max of 1-d bool ``labels`` against ``scores``, from one sort of the scores.
+    """AUROC and F1-max of 1-d bool ``labels`` against ``scores`` (see ``_ranked_auroc_and_f1_max``)."""
+    if not _two_classes(labels):
+        return math.nan, math.nan
+    return _ranked_auroc_and_f1_max(np.sort(scores[labels]), np.sort(scores[~labels]), negative_weight)
+
+
+# Distinct thresholds handled at once by _ranked_auroc_and_f1_max: its memory beyond the scores is bounded by this.
+THRESHOLD_CHUNK = 1 << 18
+
+
+def _ranked_auroc_and_f1_max(
+    positive: np.ndarray, negative: np.ndarray, negative_weight: float = 1.0
+) -> tuple[float, float]:
+    """AUROC and F1-max from the sorted (ascending) scores of the positive and the negative samples.
 
     Every distinct score is a threshold and a sample is flagged when its score
     is at or above it, as in scikit-learn's ``roc_curve`` and
     ``precision_recall_curve``, whose results these equal (without their input
     checks, which dominate the time of the many small image-level calls of an
     ablation). Each negative counts ``negative_weight`` times in the F1's false
-    positives. Both are NaN unless positive and negative samples occur.
+    positives. The thresholds are taken ``THRESHOLD_CHUNK`` at a time from the
+    highest down, so that millions of pixels need, beyond their sorted scores,
+    only the trapezoids' terms (8 bytes per distinct score, the array whose sum
+    ``scipy.integrate.trapezoid`` takes: the area is the same to the last bit).
+
+    Arguments:
+      positive, negative: the scores of each class, sorted ascending, both non-empty.
+      negative_weight: see ``auroc_and_f1_max``.
+    Returns:
+      (AUROC, F1-max).
     """
-    if not _two_classes(labels):
-        return math.nan, math.nan
-    order = np.argsort(scores)[::-1]
-    scores, labels = scores[order], labels[order]
-    last_of_each_score = np.append(np.flatnonzero(np.diff(scores)), scores.size - 1)
-    true_positives = np.cumsum(labels)[last_of_each_score]
-    false_positives = last_of_each_score + 1 - true_positives
-    positives, negatives = true_positives[-1], false_positives[-1]
-    auroc = trapezoid(np.append(0, true_positives / positives), np.append(0, false_positives / negatives))
-    f1 = 2 * true_positives / (true_positives + negative_weight * false_positives + positives)
-    return float(auroc), float(f1.max())
+    positives, negatives = positive.size, negative.size
+    terms = np.empty(positives + negatives)  # pages are only touched up to the number of distinct scores
+    count, f1 = 0, -math.inf
+    x_before, y_before = np.zeros(1), np.zeros(1)  # the curve starts at (0, 0)
+    upper = np.inf
+    while True:
+        # the next chunk of thresholds: distinct scores below ``upper``, at most THRESHOLD_CHUNK negatives' worth
+        end = int(np.searchsorted(negative, upper, side="left"))
+        lower = negative[max(0, end - THRESHOLD_CHUNK)] if end > THRESHOLD_CHUNK else -np.inf
+        chosen = np.union1d(negative[int(np.searchsorted(negative, lower, side="left")) : end],
+                            positive[int(np.searchsorted(positive, lower, side="left")) : int(np.searchsorted(positive, upper, side="left"))])
+        thresholds = chosen[::-1]
+        true_positives = positives - np.searchsorted(positive, thresholds, side="left")
+        false_positives = negatives - np.searchsorted(negative, thresholds, side="left")
+        x = np.concatenate([x_before, false_positives / negatives])
+        y = np.concatenate([y_before, true_positives / positives])
+        terms[count : count + thresholds.size] = (x[1:] - x[:-1]) * (y[1:] + y[:-1]) / 2.0
+        count += thresholds.size
+        if thresholds.size:
+            f1 = max(f1, float((2 * true_positives / (true_positives + negative_weight * false_positives + positives)).max()))
+        x_before, y_before = x[-1:], y[-1:]
+        if lower == -np.inf:
+            break
+        upper = lower
+    return float(terms[:count].sum()), f1
 
 
 def _ap(labels: np.ndarray, scores: np.ndarray) -> float:
@@ -172,9 +207,42 @@ def pixel_metrics(masks: Sequence[np.ndarray], maps: Sequence[np.ndarray]) -> tu
       ValueError: the numbers or sizes of masks and maps differ, or a map value is NaN or infinite.
     """
     _check_sizes(masks, maps)
-    labels = np.concatenate([np.asarray(m).ravel() > 0 for m in masks] + [np.empty(0, bool)])
-    scores = _finite(np.concatenate([np.asarray(a, dtype=np.float64).ravel() for a in maps] + [np.empty(0)]), "map values")
-    return _auroc_and_f1_max(labels, scores)
+    _check_finite(maps)
+    positive, negative = _split(maps, [np.asarray(m) > 0 for m in masks])
+    if positive.size == 0 or negative.size == 0:
+        return math.nan, math.nan
+    positive.sort()
+    negative.sort()
+    return _ranked_auroc_and_f1_max(positive, negative)
+
+
+def _check_finite(maps: Sequence[np.ndarray]) -> None:
+    """``ValueError`` if any map value is NaN or infinite (as ``_finite``, without a float64 copy of the maps)."""
+    bad = sum(int(np.count_nonzero(~np.isfinite(m))) for m in maps)
+    if bad:
+        raise ValueError(f"{bad} of {sum(np.size(m) for m in maps)} map values are NaN or infinite; they cannot be ranked")
+
+
+def _map_dtype(maps: Sequence[np.ndarray]) -> np.dtype:
+    """The maps' own float type when they share one (float32 maps stay 4 bytes a pixel), else float64."""
+    dtypes = {np.asarray(m).dtype for m in maps}
+    return dtypes.pop() if len(dtypes) == 1 and np.issubdtype(next(iter(dtypes)), np.floating) else np.dtype(np.float64)
+
+
+def _split(maps: Sequence[np.ndarray], selected: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """The map values where ``selected`` is True and where it is False, each in one array (image order)."""
+    dtype = _map_dtype(maps)
+    inside = int(sum(np.count_nonzero(s) for s in selected))
+    total = int(sum(np.size(m) for m in maps))
+    chosen, rest = np.empty(inside, dtype), np.empty(total - inside, dtype)
+    at_chosen = at_rest = 0
+    for amap, mask in zip(maps, selected):
+        amap = np.asarray(amap)
+        values, others = amap[mask], amap[~mask]
+        chosen[at_chosen : at_chosen + values.size] = values
+        rest[at_rest : at_rest + others.size] = others
+        at_chosen, at_rest = at_chosen + values.size, at_rest + others.size
+    return chosen, rest
 
 
 def _check_sizes(masks: Sequence[np.ndarray], maps: Sequence[np.ndarray]) -> None:
@@ -249,16 +317,16 @@ def spro_curve(
       ValueError: as ``pixel_metrics``.
     """
     _check_sizes(masks, maps)
+    _check_finite(maps)
     lookup = {d.pixel_value: d for d in defects or ()}
-    negatives: list[np.ndarray] = []
     regions: list[tuple[np.ndarray, float]] = []
+    in_regions: list[np.ndarray] = []
     for mask, amap in zip(masks, maps):
-        amap = _finite(amap, "map values")
         channels = _channels(mask)
-        defect_free = ~np.any(channels, axis=0) if channels else np.ones(amap.shape, bool)
-        negatives.append(amap[defect_free].ravel())
-        regions.extend((amap[c > 0], _saturation(c, lookup, scale)) for c in channels)
-    negative = np.concatenate(negatives + [np.empty(0)])
+        in_regions.append(np.any(channels, axis=0) if channels else np.zeros(np.shape(amap), bool))
+        regions.extend((np.asarray(amap)[c > 0], _saturation(c, lookup, scale)) for c in channels)
+    negative = _split(maps, in_regions)[1] if maps else np.empty(0)  # the maps' own type: 4 bytes a pixel for float32
+    del in_regions
     if not regions or negative.size == 0:
         return np.empty(0), np.empty(0), np.empty(0)
     region_scores, region_gains = _region_gains(regions)
@@ -266,9 +334,10 @@ def spro_curve(
     # Only thresholds down to the first one whose FPR exceeds fpr_limit are needed:
     # those at or above the m-th largest defect-free score, and the next score below.
     m = min(negative.size, math.ceil(fpr_limit * negative.size) + 1)
-    cut = np.partition(negative, negative.size - m)[negative.size - m]
-    top = np.sort(negative[negative >= cut])
-    below = max(negative[negative < cut].max(initial=-np.inf), region_scores[region_scores < cut].max(initial=-np.inf))
+    negative.partition(negative.size - m)  # in place: the m largest last, the others (at most the cut) first
+    cut, rest = negative[negative.size - m], negative[: negative.size - m]
+    top = np.sort(np.concatenate([negative[negative.size - m :], rest[rest == cut]]))
+    below = max(rest.max(initial=-np.inf, where=rest < cut), region_scores[region_scores < cut].max(initial=-np.inf))
     above = np.unique(np.concatenate([top, region_scores[region_scores >= cut]]))[::-1]
     thresholds = np.concatenate(([np.inf], above, [below] if below > -np.inf else [], [-np.inf]))
 

@@ -49,6 +49,7 @@ logger = logging.getLogger(__name__)
 
 ImageInput = Union[str, os.PathLike, np.ndarray]
 T = TypeVar("T")
+PREPARE_BATCH = 32  # images through the models at once in prepare_for_fits, when they are not kept
 
 
 @dataclass(frozen=True)
@@ -239,16 +240,30 @@ class Pipeline:
             self._prepared.update(found)
         return [self._prepared[key] if key in self._prepared else found[key] for key in keys]
 
-    def prepare_for_fits(self, images: Sequence[ImageInput]) -> None:
+    def prepare_for_fits(self, images: Sequence[ImageInput], others: Sequence[ImageInput] = ()) -> None:
         """Do now the model work that every later fit can reuse (an evaluation's drawn references and test images).
 
         Without registration that is all of it (for fits on more than
         ``config.few_references_max`` references: ``config.few_references`` may
         change the models for fewer); with registration none, as a registered image depends on each fit's first reference.
+
+        Arguments:
+          images: kept in memory (the references of later fits).
+          others: with a disk cache, their outputs are stored there and not kept
+            in memory (done ``PREPARE_BATCH`` at a time, so memory does not grow
+            with their number; each fit reads them back); without one, kept too.
         """
         self._activate(self.config)
-        if build_registration(self.config) is None:
-            self.prepare_many(images)
+        if build_registration(self.config) is not None:
+            return
+        self.prepare_many(images)
+        if self.cache is None:
+            self.prepare_many(others)
+            return
+        with tqdm(total=len(others), desc="analysing images", unit="img", disable=not self.progress) as bar:
+            for start in range(0, len(others), PREPARE_BATCH):
+                self.prepare_many(others[start : start + PREPARE_BATCH], progress=False, remember=False)
+                bar.update(len(others[start : start + PREPARE_BATCH]))
 
     def _activate(self, config: PipelineConfig) -> None:
         """Put ``config`` (the settings for a number of references) in force: other settings, other stages and cache keys."""

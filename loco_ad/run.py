@@ -74,6 +74,10 @@ class EvaluationReport:
         self.config, self.seed, self.k = config, seed, k
         self.pending: list[tuple[str, list, object]] = []
 
+    def keep(self, seed: int, k: int, prediction: Prediction) -> Prediction:
+        """What ``evaluate`` keeps of a prediction for this report: all of it for the reported (seed, k), else its scores."""
+        return prediction if (seed, k) == (self.seed, self.k) else prediction.scores_only()
+
     def __call__(self, data: CategoryData, seed: int, k: int, predictions: list[Prediction], detector: Detector) -> None:
         if (seed, k) != (self.seed, self.k):
             return
@@ -131,7 +135,8 @@ def main(argv: list[str] | None = None) -> int:
         with ResultSet(args.out, inputs=data_inputs(root, datasets)) as staging:
             pipeline = pipeline_from_args(args, config)
             report = EvaluationReport(config, seed=args.seeds[0], k=max(args.shots)) if args.report else None
-            result = evaluate(pipeline, datasets, args.seeds, args.shots, pixel=not args.no_pixel, on_predictions=report)
+            result = evaluate(pipeline, datasets, args.seeds, args.shots, pixel=not args.no_pixel, on_predictions=report,
+                              keep=report.keep if report else None)
             scorer_columns = list(config.ensemble.scorers)
             write_csv(staging / "scores.csv", result.scores,
                       ["category", "seed", "k_shot", "file", "label", "anomaly_type", "score", *scorer_columns])

@@ -48,3 +48,52 @@ def test_pixel_evaluation_size() -> None:
     assert pixel_eval_size((448, 224), (800, 400), 256) == (256, 128)
     assert pixel_eval_size((448, 224), (800, 400), 0) == (800, 400)  # full resolution of the ground truth
     assert pixel_eval_size((112, 56), (800, 400), 256) == (112, 56)  # never enlarged
+
+
+# ------------------------------------------------------- streaming evaluation
+
+
+def _pipeline(registration: str, cache_dir=None):
+    from loco_ad.cache import AnalysisCache
+    from loco_ad.config import apply_overrides, get_preset
+    from loco_ad.pipeline import Pipeline
+
+    config = apply_overrides(get_preset("offline"), [f"registration.motion={registration}", "few_references="])
+    return Pipeline(config, cache=AnalysisCache(cache_dir) if cache_dir else None, progress=False)
+
+
+@pytest.mark.parametrize("registration", ["none", "euclidean"])
+def test_test_images_stream_through_each_fit_in_batches(tiny_loco_root, tmp_path, monkeypatch, registration):
+    from loco_ad import evaluate as evaluation
+    from loco_ad.data import load_category
+    from loco_ad.pipeline import Pipeline
+
+    data = load_category(tiny_loco_root, "juice_bottle")
+    expected = evaluation.evaluate(_pipeline(registration), [data], seeds=[0], shots=[2, 3])
+    monkeypatch.setattr(evaluation, "BATCH", 3)
+    calls: list[tuple[int, bool]] = []
+    predict_many = Pipeline.predict_many
+    monkeypatch.setattr(Pipeline, "predict_many", lambda self, images, progress=None, remember=True: calls.append(
+        (len(images), remember)) or predict_many(self, images, progress, remember))
+    pipeline = _pipeline(registration, tmp_path / "cache")
+    handed: list = []
+    result = evaluation.evaluate(pipeline, [data], seeds=[0], shots=[2, 3], on_predictions=lambda *a: handed.append(a))
+    assert calls and max(size for size, _ in calls) <= 3 and not any(remember for _, remember in calls)
+    test_paths = {str(sample.path.resolve()) for sample in data.test}
+    assert not any(path in test_paths for path, _, _ in pipeline._keys_by_path)  # no test image kept in memory
+    assert len(pipeline._prepared) <= 3  # the references of the last fit
+    assert result.scores == expected.scores and result.metrics == expected.metrics  # batches change no number
+    assert [len(predictions) for _, _, _, predictions, _ in handed] == [len(data.test)] * 2
+    assert all(p.map is None and p.analysis is None for *_, predictions, _ in handed for p in predictions)
+
+
+def test_a_hook_keeps_what_its_keep_function_keeps(tiny_loco_root):
+    from loco_ad.evaluate import evaluate
+    from loco_ad.data import load_category
+
+    data = load_category(tiny_loco_root, "juice_bottle")
+    handed: dict = {}
+    evaluate(_pipeline("none"), [data], seeds=[0], shots=[2, 3], pixel=False,
+             on_predictions=lambda data, seed, k, predictions, detector: handed.update({k: predictions}),
+             keep=lambda seed, k, prediction: prediction if k == 3 else prediction.scores_only())
+    assert all(p.analysis is None for p in handed[2]) and all(p.analysis is not None for p in handed[3])

@@ -241,3 +241,90 @@ def test_aufc_hand_case() -> None:
     assert aufc({8: 0.8, 1: 0.6, 4: 0.8, 2: 0.7}) == pytest.approx(area)  # order of the mapping is irrelevant
     assert normalized_aufc({k: 0.5 for k in (1, 2, 4, 8)}) == pytest.approx(0.5)
     assert math.isnan(aufc({1: 0.5})) and math.isnan(normalized_aufc({4: 0.5}))
+
+
+# ------------------------------------------------- bounded memory, same numbers
+
+
+def _argsort_auroc_and_f1_max(labels: np.ndarray, scores: np.ndarray) -> tuple[float, float]:
+    """The pixel metrics as computed before they were chunked: one argsort of every pixel in float64."""
+    from scipy.integrate import trapezoid
+
+    order = np.argsort(scores)[::-1]
+    scores, labels = scores[order], labels[order]
+    last = np.append(np.flatnonzero(np.diff(scores)), scores.size - 1)
+    tp = np.cumsum(labels)[last]
+    fp = last + 1 - tp
+    auroc = trapezoid(np.append(0, tp / tp[-1]), np.append(0, fp / fp[-1]))
+    return float(auroc), float((2 * tp / (tp + fp + tp[-1])).max())
+
+
+def _ties_and_spread(rng, shape, dtype=np.float32):
+    """Maps with many tied values (rounded) and a long tail, as upsampled patch maps have."""
+    return np.round(rng.gamma(2.0, 1.0, shape), 2).astype(dtype)
+
+
+@pytest.mark.parametrize("chunk", [3, 64, 1 << 18])
+def test_pixel_metrics_equal_the_whole_sort_to_the_last_bit(monkeypatch, chunk) -> None:
+    monkeypatch.setattr("loco_ad.metrics.THRESHOLD_CHUNK", chunk)
+    rng = np.random.default_rng(3)
+    maps = [_ties_and_spread(rng, (40, 30)) for _ in range(12)]
+    masks = [np.zeros((40, 30), np.uint8) for _ in range(12)]
+    for i, mask in enumerate(masks[4:]):
+        mask[5 + i : 20 + i, 3:15] = 255
+        maps[4 + i][5 + i : 20 + i, 3:15] += 0.7
+    expected = _argsort_auroc_and_f1_max(
+        np.concatenate([m.ravel() > 0 for m in masks]), np.concatenate([m.astype(np.float64).ravel() for m in maps])
+    )
+    assert pixel_metrics(masks, maps) == expected  # exactly, not approximately
+    assert pixel_metrics(masks, [m.astype(np.float64) for m in maps]) == expected
+
+
+def test_pixel_metrics_memory_is_a_few_bytes_per_pixel() -> None:
+    import tracemalloc
+
+    rng = np.random.default_rng(0)
+    maps = [rng.random((256, 128), dtype=np.float32) for _ in range(60)]  # 2 M pixels, 7.5 MiB of maps
+    masks = [np.zeros((256, 128), np.uint8) for _ in range(60)]
+    for mask in masks[20:]:
+        mask[100:140, 30:70] = 255
+    pixels = 60 * 256 * 128
+    tracemalloc.start()
+    try:
+        pixel_metrics(masks, maps)
+        spro_curve([m[None] for m in masks], maps, None, fpr_limit=0.05)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    # one float32 copy of the pixels, 8 bytes per distinct score for the area, and a chunk's work
+    # (the whole float64 argsort took about 75 bytes per pixel)
+    assert peak < 16 * pixels + 40 * 2**20
+
+
+def _spro_reference(masks, maps, fpr_limit):
+    """spro_curve's thresholds and FPR as computed before, from float64 copies of every defect-free pixel."""
+    negative = np.concatenate([np.asarray(a, np.float64)[m == 0] for m, a in zip(masks, maps)])
+    region = np.concatenate([np.asarray(a, np.float64)[m > 0] for m, a in zip(masks, maps)])
+    m = min(negative.size, math.ceil(fpr_limit * negative.size) + 1)
+    cut = np.partition(negative, negative.size - m)[negative.size - m]
+    top = np.sort(negative[negative >= cut])
+    below = max(negative[negative < cut].max(initial=-np.inf), region[region < cut].max(initial=-np.inf))
+    above = np.unique(np.concatenate([top, region[region >= cut]]))[::-1]
+    thresholds = np.concatenate(([np.inf], above, [below], [-np.inf]))
+    fpr = (top.size - np.searchsorted(top, thresholds, side="right")) / negative.size
+    fpr[-1] = 1.0
+    end = int(np.searchsorted(fpr, fpr_limit, side="left")) + 1
+    return fpr[:end], thresholds[:end]
+
+
+@pytest.mark.parametrize("fpr_limit", [0.05, 0.3])
+def test_spro_curve_with_ties_at_the_cut_is_unchanged(fpr_limit) -> None:
+    rng = np.random.default_rng(5)
+    maps = [np.round(rng.random((30, 20)), 1).astype(np.float32) for _ in range(6)]  # 11 values: many ties at the cut
+    masks = [np.zeros((30, 20), np.uint8) for _ in range(6)]
+    for mask in masks[3:]:
+        mask[4:12, 5:11] = 255
+    fpr, _, thresholds = spro_curve(masks, maps, None, fpr_limit=fpr_limit)
+    expected_fpr, expected_thresholds = _spro_reference(masks, maps, fpr_limit)
+    np.testing.assert_array_equal(fpr, expected_fpr)
+    np.testing.assert_array_equal(thresholds, expected_thresholds)
