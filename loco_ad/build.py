@@ -143,5 +143,6 @@ def build_detector(config: PipelineConfig, gpu: bool = False) -> Detector:
         cap=ensemble.cap,
         single_reference_scorers=ensemble.single_reference_scorers,
         threshold_rule=ensemble.threshold_rule,
+        target_fpr=ensemble.target_fpr,
         uses_gpu=gpu,
     )

@@ -506,7 +506,9 @@ class EnsembleConfig(_Settings):
         ``with_scorers`` (and ``--scorers``) clears it and any choice of scorers in ``few_references``.
       threshold_rule: how the automatic verdict threshold comes from the references'
         leave-one-out scores (``loco_ad.threshold.RULES``): ``mean`` (default; see
-        ``experiments/threshold_rules.py``), ``median``, ``mean_std`` or ``max``.
+        ``experiments/threshold_rules.py``), ``median``, ``mean_std``, ``max``, or
+        ``fpr``: an operating point for the false-positive rate ``target_fpr``.
+      target_fpr: the false-positive rate on good images that the ``fpr`` rule aims at.
     """
 
     scorers: tuple[str, ...] = DEFAULT_SCORERS
@@ -517,7 +519,8 @@ class EnsembleConfig(_Settings):
     log_offset: float = 0.1
     cap: float | None = 2.0
     single_reference_scorers: tuple[str, ...] = ()
-    threshold_rule: Literal["mean", "median", "mean_std", "max"] = "mean"
+    threshold_rule: Literal["mean", "median", "mean_std", "max", "fpr"] = "mean"
+    target_fpr: float = 0.05
 
     def _check(self) -> None:
         check_scorers(self.scorers)
@@ -527,6 +530,7 @@ class EnsembleConfig(_Settings):
         _require(self.cap is None or self.cap > 0, "ensemble.cap must be > 0 (or none)")
         _require(all(v > 0 for v in self.fallback_scales.as_dict().values()), "ensemble.fallback_scales must be > 0")
         _require(0 < self.weight_floor_fraction <= 1, "ensemble.weight_floor_fraction must lie in (0, 1]")
+        _require(0 < self.target_fpr < 1, "ensemble.target_fpr must lie in (0, 1)")
 
 
 # ---------------------------------------------------------------- evaluation

@@ -54,6 +54,7 @@ class Detector:
         empty list: all of them).
       threshold_rule: how ``auto_threshold`` turns the references' leave-one-out
         scores into a verdict threshold (a key of ``loco_ad.threshold.RULES``).
+      target_fpr: the false-positive rate the ``fpr`` rule aims at, in (0, 1).
       uses_gpu: True when the scorers' patch banks live on a GPU (faiss GPU
         indexes must not be searched from several threads at once).
     """
@@ -69,6 +70,7 @@ class Detector:
         cap: float | None = 2.0,
         single_reference_scorers: Sequence[str] = (),
         threshold_rule: str = "mean",
+        target_fpr: float = 0.05,
         uses_gpu: bool = False,
     ) -> None:
         if combination not in ("log", "sum"):
@@ -83,7 +85,10 @@ class Detector:
         self.log_offset = log_offset
         self.cap = cap
         self.single_reference_scorers = tuple(single_reference_scorers)
+        if not 0.0 < target_fpr < 1.0:
+            raise ConfigError(f"target_fpr must lie in (0, 1), got {target_fpr}")
         self.threshold_rule = threshold_rule
+        self.target_fpr = target_fpr
         self.uses_gpu = uses_gpu
 
     def names_for(self, k: int) -> tuple[str, ...]:
@@ -151,7 +156,7 @@ class Detector:
 
     def auto_threshold(self) -> tuple[float, str]:
         """The automatic verdict threshold of this fit, and a sentence saying how it was chosen (``threshold_rule``)."""
-        return auto_threshold(self.leave_one_out_scores(), self.value_at_weights(), self.threshold_rule)
+        return auto_threshold(self.leave_one_out_scores(), self.value_at_weights(), self.threshold_rule, self.target_fpr)
 
     def _fitted(self) -> None:
         if not hasattr(self, "scorers_"):

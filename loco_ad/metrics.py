@@ -127,8 +127,8 @@ def _ranked_auroc_and_f1_max(
         # the next chunk of thresholds: distinct scores below ``upper``, at most THRESHOLD_CHUNK negatives' worth
         end = int(np.searchsorted(negative, upper, side="left"))
         lower = negative[max(0, end - THRESHOLD_CHUNK)] if end > THRESHOLD_CHUNK else -np.inf
-        chosen = np.union1d(negative[int(np.searchsorted(negative, lower, side="left")) : end],
-                            positive[int(np.searchsorted(positive, lower, side="left")) : int(np.searchsorted(positive, upper, side="left"))])
+        from_positive = np.searchsorted(positive, [lower, upper], side="left")
+        chosen = np.union1d(negative[int(np.searchsorted(negative, lower, side="left")) : end], positive[slice(*from_positive)])
         thresholds = chosen[::-1]
         true_positives = positives - np.searchsorted(positive, thresholds, side="left")
         false_positives = negatives - np.searchsorted(negative, thresholds, side="left")

@@ -80,3 +80,39 @@ def test_the_detector_thresholds_by_the_rule_it_was_built_with(with_a_lone_varia
     assert thresholds["max"][0] > thresholds["mean"][0]
     with pytest.raises(ConfigError, match="unknown threshold rule 'most'"):
         Detector({}, threshold_rule="most")
+
+
+def test_fpr_rule_is_the_normal_prediction_bound() -> None:
+    from scipy.stats import t as student_t
+
+    scores = [1.0, 2.0, 3.0, 6.0]
+    s = np.std(scores, ddof=1)
+    for target in (0.05, 0.2):
+        expected = np.mean(scores) + student_t.ppf(1 - target, 3) * s * np.sqrt(1 + 1 / 4)
+        assert threshold_from(scores, 0.0, "fpr", target) == pytest.approx(expected)
+    # a lower false-positive rate asks for a higher threshold; more references, a tighter bound
+    assert threshold_from(scores, 0.0, "fpr", 0.01) > threshold_from(scores, 0.0, "fpr", 0.05) > threshold_from(scores, 0.0, "max")
+    assert threshold_from(scores * 2, 0.0, "fpr", 0.05) < threshold_from(scores, 0.0, "fpr", 0.05)
+    value, words = auto_threshold(scores, 0.0, "fpr", 0.05)
+    assert "false-positive rate of 0.05" in words and "4 good references" in words
+    assert threshold_from([], 3.0, "fpr", 0.05) == 3.0  # k = 1: the score at the weights, as every rule
+
+
+def test_fpr_rule_on_normal_scores_flags_about_the_target_share() -> None:
+    # scores of good images that are normal: the bound is exceeded by a new good image with probability target_fpr
+    rng = np.random.default_rng(0)
+    for k in (4, 8):
+        draws = rng.normal(1.0, 0.2, (20000, k + 1))
+        flagged = [draw[k] > threshold_from(draw[:k], 0.0, "fpr", 0.05) for draw in draws]
+        assert np.mean(flagged) == pytest.approx(0.05, abs=0.006)
+
+
+def test_the_detector_and_the_config_carry_the_target_rate() -> None:
+    config = apply_overrides(get_preset("offline"), ["ensemble.threshold_rule=fpr", "ensemble.target_fpr=0.01"])
+    detector = build_detector(config)
+    assert (detector.threshold_rule, detector.target_fpr) == ("fpr", 0.01)
+    for bad in ("0", "1", "-0.1"):
+        with pytest.raises(ConfigError, match="target_fpr"):
+            apply_overrides(get_preset("offline"), [f"ensemble.target_fpr={bad}"])
+    with pytest.raises(ConfigError, match="target_fpr"):
+        Detector({}, threshold_rule="fpr", target_fpr=1.5)
