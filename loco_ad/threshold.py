@@ -45,7 +45,8 @@ RULE_WORDS: dict[str, str] = {
     "mean_std": "the mean plus one standard deviation of the leave-one-out scores",
     "mean": "the mean leave-one-out score",
     "median": "the median leave-one-out score",
-    "fpr": "the normal prediction bound for a false-positive rate of {target_fpr:g} (mean + t·s·√(1 + 1/k)) of the leave-one-out scores",
+    "fpr": "the normal prediction bound for a false-positive rate of {target_fpr:g} (mean + t·s·√(1 + 1/k))"
+    " of the leave-one-out scores",
 }
 
 
