@@ -457,8 +457,13 @@ class PerScorer(_Settings):
 # class_aware, foreground, histogram measured on 6 disjoint pairs of real
 # juice_bottle train/good images with early hand-made features; embedding,
 # colour, location from the offline preset.
+# pixel (both presets; it sees only the image): `python experiments/fallback_scales.py
+# --data-root ../shared/data/mvtec_loco_subset --category juice_bottle --preset offline
+# --scorers pixel`, median 0.076 (registered); on the tire set (--data-root
+# ../shared/data/mvtec_3d_ad --category tire) 0.016. Alone (--scorers pixel) it is
+# not capped and its scale changes no ranking.
 DEFAULT_FALLBACK_SCALES = PerScorer(
-    class_agnostic=0.08, class_aware=0.2, foreground=0.1, embedding=0.3, histogram=0.3, colour=0.05, location=0.5
+    class_agnostic=0.08, class_aware=0.2, foreground=0.1, embedding=0.3, histogram=0.3, colour=0.05, location=0.5, pixel=0.08
 )
 # Offline preset: `python experiments/fallback_scales.py --data-root
 # ../shared/data/mvtec_loco_subset --category juice_bottle --preset offline
@@ -468,7 +473,7 @@ DEFAULT_FALLBACK_SCALES = PerScorer(
 # old shared constants were 4x too large for its patch scorers, so at k = 1 the
 # automatic threshold flagged nothing (TPR 0; experiments/threshold_rules.py).
 OFFLINE_FALLBACK_SCALES = PerScorer(
-    class_agnostic=0.02, class_aware=0.3, foreground=0.02, embedding=0.3, histogram=0.3, colour=0.05, location=0.5
+    class_agnostic=0.02, class_aware=0.3, foreground=0.02, embedding=0.3, histogram=0.3, colour=0.05, location=0.5, pixel=0.08
 )
 # Offline preset: the four scorers outside its default ensemble (class_aware,
 # embedding, colour, location) count for 0.05 of one of the others when they are
