@@ -164,7 +164,7 @@ def settings_from_file(config: PipelineConfig, path: Path | None) -> PipelineCon
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     """Add --data-root and --category (default: every category present)."""
     parser.add_argument("--data-root", help=f"MVTec LOCO AD root folder (default: ${DATA_ENV}, else the bundled sample)")
-    parser.add_argument("--category", nargs="+", default=["all"], help="categories, or 'all' (default all present)")
+    parser.add_argument("--category", nargs="+", default=["all"], help="category folders (any folder of the data root holding train/good and test), or 'all' (default: every one)")
 
 
 def add_evaluation_arguments(parser: argparse.ArgumentParser, default_out: str) -> None:

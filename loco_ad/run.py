@@ -1,8 +1,13 @@
-"""``python -m loco_ad.run``: evaluate the pipeline on MVTec LOCO AD.
+"""``python -m loco_ad.run``: evaluate the pipeline on MVTec LOCO AD, or any product laid out as it is.
 
 Example::
 
     python -m loco_ad.run --data-root DATA --category juice_bottle --shots 1 2 4 8 --preset offline --out runs/jb
+    python -m loco_ad.run --data-root ../shared/data/mvtec_3d_ad --category tire --preset offline --out runs/tire
+
+A category is any folder of the data root holding ``train/good`` and ``test``
+(``--category all``: every such folder); see ``loco_ad.data`` for what may be
+absent (without ``defects_config.json``, sPRO is plain PRO).
 
 Writes OUT/scores.csv, OUT/metrics.csv and OUT/results.json (and OUT/report/
 with --report), prints a table of the metrics averaged over seeds. OUT is
