@@ -1,4 +1,4 @@
-"""The one place a ``PipelineConfig`` becomes components: registration, segmenter, embedder, scorers, detector.
+"""The one place a ``PipelineConfig`` becomes components: normalisation, registration, segmenter, embedder, scorers, detector.
 
 Every caller (the pipeline, the benchmark, the VAND submission, the tests)
 builds through these functions, so a knob of ``loco_ad.config`` means the same
@@ -17,7 +17,14 @@ from loco_ad.analysis import Scorer
 from loco_ad.config import PATCH_SCORERS, PipelineConfig
 from loco_ad.core import Detector
 from loco_ad.stages import Embedder, Segmenter
+from loco_ad.stages.normalise import Normaliser
 from loco_ad.stages.register import Registration
+
+
+def build_normaliser(config: PipelineConfig) -> Normaliser | None:
+    """The light normalisation ``config`` asks for (``normalisation`` block), or None for ``method="none"``."""
+    settings = dataclasses.asdict(config.normalisation)
+    return None if settings["method"] == "none" else Normaliser(**settings)
 
 
 def build_registration(config: PipelineConfig) -> Registration | None:

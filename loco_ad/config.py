@@ -305,6 +305,28 @@ class RegistrationConfig(_Settings):
         _require(self.max_shift >= 0 and self.max_turn >= 0, "registration.max_shift and max_turn must be >= 0")
 
 
+# ------------------------------------------------------------- normalisation
+@dataclass(frozen=True)
+class NormalisationConfig(_Settings):
+    """The light of every image mapped onto the references' before registration (``loco_ad.stages.normalise``).
+
+    Arguments:
+      method: ``"none"`` (the images as they are), ``"gain"`` (one factor per RGB channel,
+        the median ratio to the references: exposure and colour cast) or ``"flat_field"``
+        (a robust plane of the log ratio per channel: a gradient of light as well).
+      side: long side in pixels of the blurred copies the light is compared on.
+      max_gain: largest factor the light of a channel (or pixel) is multiplied or divided by.
+    """
+
+    method: Literal["none", "gain", "flat_field"] = "none"
+    side: int = 32
+    max_gain: float = 4.0
+
+    def _check(self) -> None:
+        _require(self.side >= 4, "normalisation.side must be >= 4")
+        _require(self.max_gain >= 1, "normalisation.max_gain must be >= 1")
+
+
 # ------------------------------------------------------------------- scorers
 @dataclass(frozen=True)
 class PatchScorerConfig(_Settings):
@@ -720,7 +742,7 @@ def apply_overrides(config: PipelineConfig, overrides: Sequence[str]) -> Pipelin
 
 
 # ------------------------------------------------------------------ pipeline
-FEW_REFERENCES_SECTIONS = ("segmenter", "embedder", "registration", "alignment", "scorers", "ensemble")
+FEW_REFERENCES_SECTIONS = ("normalisation", "segmenter", "embedder", "registration", "alignment", "scorers", "ensemble")
 
 
 @dataclass(frozen=True)
@@ -729,7 +751,7 @@ class PipelineConfig(_Settings):
 
     Arguments:
       name: preset name, for result files.
-      segmenter, embedder, registration, alignment, scorers, ensemble, evaluation: the components' settings.
+      normalisation, segmenter, embedder, registration, alignment, scorers, ensemble, evaluation: the components' settings.
       input_size: (height, width) every input is resized to before anything else
         (the VAND 2025 protocol uses 256×256), or None to keep the image's size.
       few_references: ``dotted.key=value`` overrides (as ``apply_overrides``
@@ -742,6 +764,7 @@ class PipelineConfig(_Settings):
     """
 
     name: str
+    normalisation: NormalisationConfig = field(default_factory=NormalisationConfig)
     segmenter: SegmenterConfig = field(default_factory=SegmenterConfig)
     embedder: EmbedderConfig = field(default_factory=EmbedderConfig)
     registration: RegistrationConfig = field(default_factory=RegistrationConfig)

@@ -9,6 +9,9 @@ reference-dependent segmenter and alignment turn these outputs into
 ``ImageAnalysis`` objects, which the core ``loco_ad.core.Detector`` fits and
 scores. Weight-free presets never import torch.
 
+With ``normalisation`` enabled, every image's light is first mapped onto the
+references' of the last fit (``loco_ad.stages.normalise``); the normalised image
+is what every later stage, and the analysis, sees.
 With ``registration`` enabled, every image is first moved onto the first
 reference of the last fit (``loco_ad.stages.register``): the models see the
 moved image (the cache key is its content, so a moved image is a new entry),
@@ -34,7 +37,15 @@ from tqdm.auto import tqdm
 
 from loco_ad import identity
 from loco_ad.analysis import ImageAnalysis, Prediction
-from loco_ad.build import banks_on_gpu, build_detector, build_embedder, build_registration, build_segmenter, segmenter_class
+from loco_ad.build import (
+    banks_on_gpu,
+    build_detector,
+    build_embedder,
+    build_normaliser,
+    build_registration,
+    build_segmenter,
+    segmenter_class,
+)
 from loco_ad.cache import AnalysisCache, ArraySpec, default_cache_dir
 from loco_ad.config import PipelineConfig, apply_overrides, get_preset
 from loco_ad.core import Detector
@@ -43,6 +54,7 @@ from loco_ad.errors import DataError
 from loco_ad.stages import Embedder, Segmenter
 from loco_ad.stages.align import align, patch_grid_labels, reference_labels
 from loco_ad.stages.cielab import rgb_to_lab
+from loco_ad.stages.normalise import Normaliser
 from loco_ad.stages.register import Registration, unwarp
 
 logger = logging.getLogger(__name__)
@@ -61,7 +73,7 @@ class PreparedImage:
       lab: H×W×3 float32 CIELAB of ``rgb``.
       patches: h×w×D float32 L2-normalised patch features.
       segment_map: H×W int32 partition, or None when the segmenter needs the references first.
-      original: the input at working resolution before registration, or None when it was not moved.
+      original: the (normalised) input at working resolution before registration, or None when it was not moved.
       matrix: the 2×3 registration matrix (``loco_ad.stages.register``), or None when it was not moved.
     """
 
@@ -111,6 +123,7 @@ class Pipeline:
         self.references: list[ImageAnalysis] = []
         self.detector: Detector | None = None
         self.registration: Registration | None = None
+        self.normaliser: Normaliser | None = None
 
     @classmethod
     def from_preset(
@@ -219,6 +232,8 @@ class Pipeline:
                 keys.append(self._keys_by_path[path_id])
                 continue
             original = self._working_rgb(image)
+            if self.normaliser is not None:
+                original = self.normaliser(original)
             rgb, matrix = self.registration.register(original) if self.registration is not None else (original, None)
             key = AnalysisCache.key(rgb, self.model_key)
             if path_id is not None and remember:
@@ -243,9 +258,10 @@ class Pipeline:
     def prepare_for_fits(self, images: Sequence[ImageInput], others: Sequence[ImageInput] = ()) -> None:
         """Do now the model work that every later fit can reuse (an evaluation's drawn references and test images).
 
-        Without registration that is all of it (for fits on more than
+        Without registration or normalisation that is all of it (for fits on more than
         ``config.few_references_max`` references: ``config.few_references`` may
-        change the models for fewer); with registration none, as a registered image depends on each fit's first reference.
+        change the models for fewer); with either none, as a registered image depends on
+        each fit's first reference and a normalised one on its references' light.
 
         Arguments:
           images: kept in memory (the references of later fits).
@@ -254,7 +270,7 @@ class Pipeline:
             with their number; each fit reads them back); without one, kept too.
         """
         self._activate(self.config)
-        if build_registration(self.config) is not None:
+        if build_registration(self.config) is not None or build_normaliser(self.config) is not None:
             return
         self.prepare_many(images)
         if self.cache is None:
@@ -357,9 +373,15 @@ class Pipeline:
         if len(images) == 0:
             raise DataError("fit needs at least one good image")
         self._activate(self.config.for_references(len(images)))
+        self.normaliser = build_normaliser(self.active_config)
+        if self.normaliser is not None:
+            self.normaliser.fit([self._working_rgb(image) for image in images])
+            self._keys_by_path.clear()  # a path's normalised content depends on the references
+            self._prepared.clear()
         self.registration = build_registration(self.active_config)
         if self.registration is not None:
-            self.registration.fit(self._working_rgb(images[0]))
+            first = self._working_rgb(images[0])
+            self.registration.fit(first if self.normaliser is None else self.normaliser(first))
             self._keys_by_path.clear()  # a path's registered content depends on the first reference
             self._prepared = {key: image for key, image in self._prepared.items() if image.matrix is None}
         prepared = self.prepare_many(images)
