@@ -49,10 +49,10 @@ from loco_ad.config import apply_overrides
 from loco_ad.errors import ConfigError
 from loco_ad.io import ResultSet, write_csv
 from loco_ad.metrics import auroc_and_f1_max
+from loco_ad.synthetic import DEFECTS, with_defect
 from loco_ad.threshold import RULES, threshold_from
 
 WIDTH = 320  # pixels of the photograph's copy that the shifts refer to
-DEFECTS = ("missing", "recoloured", "copied", "scratch")
 
 
 def photograph(name: str) -> np.ndarray:
@@ -68,26 +68,6 @@ def photograph(name: str) -> np.ndarray:
     image = image[..., :3].astype(np.uint8)
     height = round(image.shape[0] * WIDTH / image.shape[1])
     return cv2.resize(image, (WIDTH, height), interpolation=cv2.INTER_AREA)
-
-
-def with_defect(image: np.ndarray, kind: str, rng: np.random.Generator) -> np.ndarray:
-    """A copy of ``image`` with one defect of ``kind`` in a random square of a sixth of its height."""
-    height, width = image.shape[:2]
-    side = height // 6
-    y, x = int(rng.integers(height // 5, 3 * height // 5)), int(rng.integers(width // 5, 3 * width // 5))
-    result = image.copy()
-    if kind == "missing":
-        result[y : y + side, x : x + side] = cv2.blur(image, (61, 61))[y : y + side, x : x + side]
-    elif kind == "recoloured":
-        hsv = cv2.cvtColor(np.ascontiguousarray(image[y : y + side, x : x + side]), cv2.COLOR_RGB2HSV)
-        hsv[..., 0] = (hsv[..., 0].astype(int) + 60) % 180
-        result[y : y + side, x : x + side] = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
-    elif kind == "copied":
-        y2, x2 = int(rng.integers(0, height - side)), int(rng.integers(0, width - side))
-        result[y2 : y2 + side, x2 : x2 + side] = image[y : y + side, x : x + side]
-    else:
-        cv2.line(result, (x, y), (x + side, y + side // 2), (20, 20, 20), 3)
-    return result
 
 
 def posed(image: np.ndarray, shift: float, rng: np.random.Generator) -> np.ndarray:

@@ -16,6 +16,7 @@ before torch or any model library is loaded.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import math
 import types
@@ -185,6 +186,8 @@ class HandcraftedEmbedderConfig(_Settings):
       gradient_scale: divisor of the gradient magnitudes.
       neighbour_weight: weight of the neighbour-layout block (0 = left out).
       colour_weight: weight of the colour blocks against the texture blocks (0 = colour left out).
+      texture_weight: weight of the local-binary-pattern and Laplacian-of-Gaussian block (0 = left out).
+      lbp_radius: radius in pixels of its local binary patterns.
       position_weight: weight of the patch-position block (0 = left out).
     """
 
@@ -194,13 +197,16 @@ class HandcraftedEmbedderConfig(_Settings):
     gradient_scale: float = 1.0
     neighbour_weight: float = 0.0
     colour_weight: float = 1.0
+    texture_weight: float = 0.0
+    lbp_radius: float = 2.0
     position_weight: float = 0.0
 
     def _check(self) -> None:
         _require(self.context >= 1 and self.context % 2 == 1, "embedder.handcrafted.context must be an odd number >= 1")
         _require(self.orientations >= 1, "embedder.handcrafted.orientations must be >= 1")
         _require(min(self.colour_scales) > 0 and self.gradient_scale > 0, "the handcrafted scales must be > 0")
-        weights = (self.neighbour_weight, self.colour_weight, self.position_weight)
+        _require(self.lbp_radius > 0, "embedder.handcrafted.lbp_radius must be > 0")
+        weights = (self.neighbour_weight, self.colour_weight, self.texture_weight, self.position_weight)
         _require(min(weights) >= 0, "the handcrafted block weights must be >= 0")
 
 
@@ -325,6 +331,41 @@ class NormalisationConfig(_Settings):
     def _check(self) -> None:
         _require(self.side >= 4, "normalisation.side must be >= 4")
         _require(self.max_gain >= 1, "normalisation.max_gain must be >= 1")
+
+
+# -------------------------------------------------------------------- adapt
+@dataclass(frozen=True)
+class AdaptConfig(_Settings):
+    """Settings the references decide per fit (``loco_ad.adapt``).
+
+    Arguments:
+      choices: ``key=v1|v2|...`` per setting to decide (any ``--set`` key; values
+        separated by ``|``), e.g. ``registration.motion=euclidean|none``. Every
+        combination is judged by leave-one-out over the references with synthetic
+        defects made from them; the first value of each holds on a tie and with fewer
+        than ``min_references`` references. Empty (default): nothing is decided.
+      min_references: fewest references a choice is made with.
+      defects_per_kind: synthetic defects of each kind made from each reference.
+      seed: seed of the synthetic defects.
+    """
+
+    choices: tuple[str, ...] = ()
+    min_references: int = 2
+    defects_per_kind: int = 2
+    seed: int = 0
+
+    def _check(self) -> None:
+        _require(self.min_references >= 2, "adapt.min_references must be >= 2 (a choice needs a reference to leave out)")
+        _require(self.defects_per_kind >= 1, "adapt.defects_per_kind must be >= 1")
+        for choice in self.choices:
+            key, sep, values = choice.partition("=")
+            _require(bool(sep and key.strip() and values.strip()), f"adapt choice {choice!r} must read key=value1|value2")
+            _require(not key.strip().startswith("adapt."), f"adapt choice {choice!r} cannot choose the adapt settings")
+
+    def candidates(self) -> list[tuple[str, ...]]:
+        """Every combination of the choices' values as ``key=value`` overrides; the first values' first."""
+        parsed = [(key.strip(), [v.strip() for v in values.split("|")]) for key, _, values in (c.partition("=") for c in self.choices)]
+        return [tuple(f"{key}={value}" for (key, _), value in zip(parsed, values)) for values in itertools.product(*(v for _, v in parsed))]
 
 
 # ------------------------------------------------------------------- scorers
@@ -761,6 +802,7 @@ class PipelineConfig(_Settings):
         them, and a part without ``=`` continues the value before it
         (``few_references=embedder.handcrafted.colour_weight=0.5,ensemble.scorers=class_agnostic,foreground``).
       few_references_max: the largest number of references ``few_references`` holds for.
+      adapt: settings the references decide per fit (``AdaptConfig``, ``loco_ad.adapt``).
     """
 
     name: str
@@ -775,6 +817,7 @@ class PipelineConfig(_Settings):
     input_size: tuple[int, int] | None = None
     few_references: Overrides = Overrides(())
     few_references_max: int = 1
+    adapt: AdaptConfig = field(default_factory=AdaptConfig)
 
     def _check(self) -> None:
         _require(self.few_references_max >= 1, "few_references_max must be >= 1")
@@ -788,6 +831,13 @@ class PipelineConfig(_Settings):
                 self.for_references(1)
             except ConfigError as error:
                 raise ConfigError(f"few_references: {error}") from None
+        if self.adapt.choices:
+            plain = dataclasses.replace(self, adapt=AdaptConfig())
+            for overrides in self.adapt.candidates():
+                try:
+                    apply_overrides(plain, overrides)
+                except ConfigError as error:
+                    raise ConfigError(f"adapt.choices: {error}") from None
         if self.alignment.method == "segmenter" and self.segmenter.kind != "colour_clusters":
             raise ConfigError("alignment 'segmenter' needs the colour_clusters segmenter; SAM segments carry no class ids")
         if self.input_size is not None:

@@ -36,6 +36,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from loco_ad import identity
+from loco_ad.adapt import ScoreFunction, choose_settings
 from loco_ad.analysis import ImageAnalysis, Prediction
 from loco_ad.build import (
     banks_on_gpu,
@@ -124,6 +125,7 @@ class Pipeline:
         self.detector: Detector | None = None
         self.registration: Registration | None = None
         self.normaliser: Normaliser | None = None
+        self.decisions: dict = {}  # what the references decided in the last fit (``loco_ad.adapt``)
 
     @classmethod
     def from_preset(
@@ -346,7 +348,9 @@ class Pipeline:
         used instead. Each fit builds a new ``Detector`` (``self.detector``), so
         a detector handed out earlier keeps what it learnt. A fit on k images
         runs with ``config.for_references(k)`` (the ``few_references`` settings
-        up to ``few_references_max``; stages given to the constructor are used as given).
+        up to ``few_references_max``; stages given to the constructor are used as given),
+        then with the values the references choose when ``config.adapt`` offers
+        choices (``loco_ad.adapt``; recorded in ``self.decisions``).
 
         Arguments:
           images: one or more good images (paths or arrays).
@@ -372,7 +376,12 @@ class Pipeline:
         images = _image_list(images)
         if len(images) == 0:
             raise DataError("fit needs at least one good image")
-        self._activate(self.config.for_references(len(images)))
+        config = self.config.for_references(len(images))
+        self.decisions = {}
+        if config.adapt.choices:
+            inputs = [image if isinstance(image, np.ndarray) else read_image(image) for image in images]
+            config, self.decisions = choose_settings(config, inputs, self._candidate_scores())
+        self._activate(config)
         self.normaliser = build_normaliser(self.active_config)
         if self.normaliser is not None:
             self.normaliser.fit([self._working_rgb(image) for image in images])
@@ -391,6 +400,19 @@ class Pipeline:
         self.references = [canonical] + [self._analyse(image, canonical) for image in prepared[1:]]
         self.detector = None
         return self.references
+
+    def _candidate_scores(self) -> ScoreFunction:
+        """``loco_ad.adapt``'s scoring of a candidate setting: a pipeline per candidate (memory only) fitted and scoring."""
+        pipelines: dict[PipelineConfig, Pipeline] = {}
+
+        def score(config: PipelineConfig, fit_images: Sequence[np.ndarray], tests: Sequence[np.ndarray]) -> list[float]:
+            if config not in pipelines:
+                segmenter, embedder = self._given_stages
+                pipelines[config] = Pipeline(config, segmenter, embedder, None, self.weights_dir, self.device, progress=False)
+            pipeline = pipelines[config].fit(fit_images)
+            return [p.score for p in pipeline.predict_many(tests, progress=False, remember=False)]
+
+        return score
 
     def _fitted_detector(self) -> Detector:
         if self.detector is None:

@@ -7,6 +7,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 from scipy.ndimage import uniform_filter
+from skimage.feature import local_binary_pattern
 
 from loco_ad.stages.cielab import rgb_to_lab
 
@@ -57,6 +58,15 @@ class HandcraftedEmbedder:
         the texture blocks' 1. Below 1 the descriptor leans on shape and texture:
         what a single reference can vouch for when good parts come in colours
         it does not show (the offline preset's k = 1 setting, see ``loco_ad.config``).
+      texture_weight: norm of an optional texture block (0 = left out) that sees
+        what a cut, a hole, a crack or a stain does to a surface, which the
+        orientation histograms (mean gradient per direction) average away: the
+        patch's histogram of rotation-invariant uniform local binary patterns of
+        L* (``skimage.feature.local_binary_pattern``, 8 neighbours at radius
+        ``lbp_radius``; contrast-invariant, so unchanged by exposure) and its mean
+        Laplacian-of-Gaussian energy |∇²G_σ * L*| at σ = 1, 2, 4 pixels (blobs and
+        lines at three scales; divided by ``gradient_scale``), lifted as one block.
+      lbp_radius: radius in pixels of the local binary patterns.
       position_weight: norm of an optional last block, the patch's place in
         the image: (cos πy, sin πy, cos πx, sin πx) / √2 with y, x in [0, 1]
         the patch centre over the image height and width. Its dot product with
@@ -64,7 +74,7 @@ class HandcraftedEmbedder:
         offset between the two patches (1 at the same place, −1 at opposite
         corners). With weight w the block adds w² × that term to the
         appearance blocks' similarities (the concatenation is normalised by
-        √(2c² + 2 + c²n² + w²), c the colour weight, n the neighbour weight): a reference patch far away is
+        √(2c² + 2 + c²n² + t² + w²), c the colour weight, n the neighbour weight, t the texture weight): a reference patch far away is
         less similar than an equal one nearby, as with the positional embeddings inside DINOv2's patch
         tokens. 0 leaves the block out.
     """
@@ -80,6 +90,8 @@ class HandcraftedEmbedder:
         gradient_scale: float = 1.0,
         neighbour_weight: float = 0.0,
         colour_weight: float = 1.0,
+        texture_weight: float = 0.0,
+        lbp_radius: float = 2.0,
         position_weight: float = 0.0,
     ) -> None:
         self.patch_size = patch_size
@@ -89,6 +101,8 @@ class HandcraftedEmbedder:
         self.gradient_scale = gradient_scale
         self.neighbour_weight = neighbour_weight
         self.colour_weight = colour_weight
+        self.texture_weight = texture_weight
+        self.lbp_radius = lbp_radius
         self.position_weight = position_weight
 
     def embed(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
@@ -99,7 +113,7 @@ class HandcraftedEmbedder:
         Returns:
           one (H/patch_size)×(W/patch_size)×D float32 array per image, each
           descriptor of unit L2 norm (D = 2·7 + 2·(orientations + 1), plus
-          3·(context² − 1) + 1 with a neighbour block and 4 with a position block).
+          3·(context² − 1) + 1 with a neighbour block, 14 with a texture block and 4 with a position block).
         """
         return [self._embed_one(rgb) for rgb in images]
 
@@ -123,10 +137,19 @@ class HandcraftedEmbedder:
         ]
         if self.neighbour_weight:
             blocks.append(colour * self.neighbour_weight * _lift(self._neighbour_differences(mean) / self.colour_scales[0]))
+        if self.texture_weight:
+            blocks.append(self.texture_weight * _lift(self._texture(lightness)))
         if self.position_weight:
             blocks.append(self.position_weight * _position_block(height // p, width // p))
         features = np.concatenate(blocks, axis=-1)
         return (features / np.linalg.norm(features, axis=-1, keepdims=True)).astype(np.float32)
+
+    def _texture(self, lightness: np.ndarray) -> np.ndarray:
+        """h×w×13: per patch, the shares of the 10 uniform LBP codes and the LoG energies at σ = 1, 2, 4 / ``gradient_scale``."""
+        codes = local_binary_pattern(lightness, 8, self.lbp_radius, method="uniform").astype(np.int64)
+        shares = self._pool((codes[..., None] == np.arange(10)).astype(np.float32))
+        energies = [np.abs(cv2.Laplacian(cv2.GaussianBlur(lightness, (0, 0), sigma), cv2.CV_32F)) * sigma**2 for sigma in (1, 2, 4)]
+        return np.concatenate([shares, self._pool(np.stack(energies, -1)) / self.gradient_scale], axis=-1)
 
     def _pool(self, values: np.ndarray) -> np.ndarray:
         """Mean of H×W×C ``values`` over each patch: h×w×C."""
