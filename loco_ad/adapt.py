@@ -6,7 +6,7 @@ colour count, whether the parts' make-up may vary) shows in its good images.
 ``choose_settings`` tries every combination of the values that ``adapt.choices``
 offers (``AdaptConfig.candidates``): for each, it fits on all references but one, scores the left-out one
 and defects made from it (``loco_ad.synthetic``: a part blurred away,
-recoloured, copied elsewhere, a scratch), for each reference in turn, and takes
+recoloured, copied elsewhere, a scratch), for each of the first ``adapt.max_held_out`` references in turn, and takes
 the image AUROC of those scores, good (the left-out references) against
 defective. The combination with the highest AUROC wins; on a tie, the one
 listed first (the first value of every choice, which should be the preset's).
@@ -51,16 +51,15 @@ def choose_settings(config: PipelineConfig, references: Sequence[np.ndarray], sc
         chosen = options[0]
         return apply_overrides(config, chosen), {"chosen": _as_dict(chosen), "references": len(references)}
     rng = np.random.default_rng(settings.seed)
-    defective = [
-        [with_defect(image, kind, rng) for kind in DEFECTS for _ in range(settings.defects_per_kind)] for image in references
-    ]
-    labels = np.array([0] * len(references) + [1] * sum(map(len, defective)))
+    held_out = list(references[: settings.max_held_out])
+    defective = [[with_defect(image, kind, rng) for kind in DEFECTS for _ in range(settings.defects_per_kind)] for image in held_out]
+    labels = np.array([0] * len(held_out) + [1] * sum(map(len, defective)))
     results: dict[tuple[str, ...], float] = {}
     for overrides in options:
         candidate = apply_overrides(base, overrides)
         good: list[float] = []
         bad: list[float] = []
-        for index, image in enumerate(references):
+        for index, image in enumerate(held_out):
             others = [r for i, r in enumerate(references) if i != index]
             scores = score(candidate, others, [image, *defective[index]])
             good.append(scores[0])

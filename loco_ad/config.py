@@ -345,18 +345,20 @@ class AdaptConfig(_Settings):
         defects made from them; the first value of each holds on a tie and with fewer
         than ``min_references`` references. Empty (default): nothing is decided.
       min_references: fewest references a choice is made with.
+      max_held_out: the first this many references are left out in turn (the cost grows with it).
       defects_per_kind: synthetic defects of each kind made from each reference.
       seed: seed of the synthetic defects.
     """
 
     choices: tuple[str, ...] = ()
     min_references: int = 2
+    max_held_out: int = 4
     defects_per_kind: int = 2
     seed: int = 0
 
     def _check(self) -> None:
         _require(self.min_references >= 2, "adapt.min_references must be >= 2 (a choice needs a reference to leave out)")
-        _require(self.defects_per_kind >= 1, "adapt.defects_per_kind must be >= 1")
+        _require(self.defects_per_kind >= 1 and self.max_held_out >= 1, "adapt.defects_per_kind and max_held_out must be >= 1")
         for choice in self.choices:
             key, sep, values = choice.partition("=")
             _require(bool(sep and key.strip() and values.strip()), f"adapt choice {choice!r} must read key=value1|value2")

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from scipy.ndimage import binary_dilation
 
+from loco_ad.stages.cielab import rgb_to_lab
 from loco_ad.stages.handcrafted import HandcraftedEmbedder
 from tests.scenes import make_scene
 
@@ -150,3 +151,22 @@ def test_colour_weight_sets_the_colour_blocks_against_the_texture_blocks() -> No
     # weight 1 is the descriptor without the knob
     default = HandcraftedEmbedder(patch_size=PATCH, neighbour_weight=1.0).embed([red])[0]
     np.testing.assert_array_equal(default, HandcraftedEmbedder(patch_size=PATCH, neighbour_weight=1.0, colour_weight=1.0).embed([red])[0])
+
+
+def test_texture_block_is_left_out_at_weight_zero_and_sees_a_cut(loco_sample: Path) -> None:
+    """At weight 0 the descriptor is the one before the block; with it, a thin cut in a real image changes the
+    texture block of the patches it crosses, and hardly any other."""
+    rgb = cv2.cvtColor(cv2.imread(str(sorted((loco_sample / "juice_bottle" / "train" / "good").glob("*.png"))[0])), cv2.COLOR_BGR2RGB)
+    rgb = np.ascontiguousarray(rgb[:392, :196])
+    plain, zero = HandcraftedEmbedder(patch_size=PATCH), HandcraftedEmbedder(patch_size=PATCH, texture_weight=0.0)
+    np.testing.assert_array_equal(plain.embed([rgb])[0], zero.embed([rgb])[0])
+    textured = HandcraftedEmbedder(patch_size=PATCH, texture_weight=1.0)
+    assert textured.embed([rgb])[0].shape[-1] == plain.embed([rgb])[0].shape[-1] + 14
+    cut = rgb.copy()
+    cv2.line(cut, (20, 100), (170, 300), (255, 255, 255), 1)
+    lightness = lambda image: rgb_to_lab(image)[..., 0] - 50.0  # noqa: E731  (as the embedder passes it)
+    change = np.abs(textured._texture(lightness(cut)) - textured._texture(lightness(rgb))).sum(-1)
+    line = cv2.line(np.zeros(rgb.shape[:2], np.uint8), (20, 100), (170, 300), 1, 1) > 0
+    crossed = patch_fraction(line) > 0
+    near = binary_dilation(crossed, iterations=1)
+    assert change[crossed].min() > 0 and change[crossed].mean() > 10 * change[~near].mean()

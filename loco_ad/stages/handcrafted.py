@@ -146,7 +146,8 @@ class HandcraftedEmbedder:
 
     def _texture(self, lightness: np.ndarray) -> np.ndarray:
         """h×w×13: per patch, the shares of the 10 uniform LBP codes and the LoG energies at σ = 1, 2, 4 / ``gradient_scale``."""
-        codes = local_binary_pattern(lightness, 8, self.lbp_radius, method="uniform").astype(np.int64)
+        grey = np.clip(lightness + 50.0, 0, 100).astype(np.uint8)  # L* in whole units: no codes from rounding noise
+        codes = local_binary_pattern(grey, 8, self.lbp_radius, method="uniform").astype(np.int64)
         shares = self._pool((codes[..., None] == np.arange(10)).astype(np.float32))
         energies = [np.abs(cv2.Laplacian(cv2.GaussianBlur(lightness, (0, 0), sigma), cv2.CV_32F)) * sigma**2 for sigma in (1, 2, 4)]
         return np.concatenate([shares, self._pool(np.stack(energies, -1)) / self.gradient_scale], axis=-1)
