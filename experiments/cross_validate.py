@@ -256,7 +256,9 @@ def score_candidates(
             analyses = pipeline.analyse_many(images.paths, progress=False)
             raw: dict[str, tuple[np.ndarray, list[float]]] = {}
             for index in members:
-                config = configs[index].for_references(len(fitted))
+                # with config.adapt, the values the references chose (pipeline.decisions) hold for every member
+                chosen = [f"{key}={value}" for key, value in pipeline.decisions.get("chosen", {}).items()]
+                config = apply_overrides(configs[index].for_references(len(fitted)), chosen)
                 detector = build_detector(config)
                 names = detector.names_for(len(fitted))
                 for name in names:

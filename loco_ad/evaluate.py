@@ -54,12 +54,14 @@ class Evaluation:
       metrics: one row per (category, seed, k_shot) for metrics.csv.
       references: category → seed → k → the reference files drawn.
       fallback: (category, seed, k) runs whose weights used the k = 1 fallback scales.
+      decisions: per (category, seed, k) what the references decided (``loco_ad.adapt``), when anything was.
     """
 
     scores: list[dict] = field(default_factory=list)
     metrics: list[dict] = field(default_factory=list)
     references: dict[str, dict[str, dict[str, list[str]]]] = field(default_factory=dict)
     fallback: list[tuple[str, int, int]] = field(default_factory=list)
+    decisions: list[dict] = field(default_factory=list)
 
     def summary(self) -> dict[str, float]:
         """``aufc``, ``normalized_aufc`` and ``avg_image_score`` over all categories and seeds.
@@ -186,6 +188,8 @@ def evaluate(
             result.references[data.name][str(seed)][str(k)] = [str(p) for p in references]
             if detector.used_fallback:
                 result.fallback.append((data.name, seed, k))
+            if pipeline.decisions:
+                result.decisions.append({"category": data.name, "seed": seed, "k": k, **pipeline.decisions})
             scores, maps, kept = [], [], []
             size: tuple[int, int] | None = None  # of the pixel metrics, from the fit's first map
             for start in range(0, len(test_paths), BATCH):

@@ -186,7 +186,7 @@ def run(args: argparse.Namespace) -> int:
             threshold=threshold,
             threshold_rule=rule,
             title=f"loco_ad predict: {args.images}",
-            extra={"good folder": str(args.good)},
+            extra={"good folder": str(args.good), **({"reference decisions": pipeline.decisions} if pipeline.decisions else {})},
         )
         write_results(staging, items, meta)
         write_html_report(staging, items, meta, pictures)

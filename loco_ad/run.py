@@ -160,6 +160,7 @@ def main(argv: list[str] | None = None) -> int:
                         "seeds": args.seeds,
                     },
                     "fallback_weights_used": [list(run) for run in result.fallback],
+                    "reference_decisions": result.decisions,
                     "references": result.references,
                 },
             )

@@ -330,3 +330,13 @@ def test_dangling_links_are_listed_as_skipped(folders: Path, tmp_path: Path, cap
                  "--no-cache", "--quiet"]) == 0
     expected = f"skipped 1 image path(s) in {images} that are not readable files (dangling links?): {images / 'gone.png'}"
     assert expected in caplog.text
+
+
+def test_reference_decisions_are_in_results_json(folders: Path, predicted: tuple[Path, int], tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    main(_args(folders, out, "--set", "adapt.choices=embedder.handcrafted.position_weight=8|0"))
+    meta = json.loads((out / "results.json").read_text())["meta"]
+    decided = meta["extra"]["reference decisions"]
+    assert decided["references"] == 3 and set(decided["auroc"]) == {"embedder.handcrafted.position_weight=8", "embedder.handcrafted.position_weight=0"}
+    assert decided["chosen"]["embedder.handcrafted.position_weight"] in ("8", "0")
+    assert "reference decisions" not in json.loads((predicted[0] / "results.json").read_text())["meta"]["extra"]

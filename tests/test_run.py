@@ -373,3 +373,20 @@ def test_argument_errors_come_before_any_heavy_import(tmp_path):
     assert result.stdout.strip() == f"{[2] * len(cases)} []", result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == len(cases) and "Traceback" not in result.stderr
+
+
+def test_reference_decisions_are_recorded_per_fit(tmp_path, tiny_loco_root):
+    """With ``adapt.choices`` every fit on enough references records what they chose; a fit on one records the first values."""
+    out = tmp_path / "out"
+    code = _run(tmp_path, "--data-root", str(tiny_loco_root), "--category", "juice_bottle", "--shots", "1", "2", "--seeds", "42",
+                "--preset", "offline", "--no-pixel", "--set", "adapt.choices=registration.motion=euclidean|none", "--out", str(out))
+    assert code == 0
+    decisions = json.loads((out / "results.json").read_text())["reference_decisions"]
+    assert [(d["category"], d["seed"], d["k"], d["references"]) for d in decisions] == [("juice_bottle", 42, 1, 1), ("juice_bottle", 42, 2, 2)]
+    assert decisions[0]["chosen"] == {"registration.motion": "euclidean"} and "auroc" not in decisions[0]
+    assert set(decisions[1]["auroc"]) == {"registration.motion=euclidean", "registration.motion=none"}
+    assert decisions[1]["chosen"]["registration.motion"] in ("euclidean", "none")
+    plain = tmp_path / "plain"
+    assert _run(tmp_path, "--data-root", str(tiny_loco_root), "--category", "juice_bottle", "--shots", "2", "--seeds", "42",
+                "--preset", "offline", "--no-pixel", "--out", str(plain)) == 0
+    assert json.loads((plain / "results.json").read_text())["reference_decisions"] == []
