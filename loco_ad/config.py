@@ -785,7 +785,7 @@ def apply_overrides(config: PipelineConfig, overrides: Sequence[str]) -> Pipelin
 
 
 # ------------------------------------------------------------------ pipeline
-FEW_REFERENCES_SECTIONS = ("normalisation", "segmenter", "embedder", "registration", "alignment", "scorers", "ensemble")
+FEW_REFERENCES_SECTIONS = ("segmenter", "embedder", "registration", "normalisation", "alignment", "scorers", "ensemble")
 
 
 @dataclass(frozen=True)
@@ -794,7 +794,7 @@ class PipelineConfig(_Settings):
 
     Arguments:
       name: preset name, for result files.
-      normalisation, segmenter, embedder, registration, alignment, scorers, ensemble, evaluation: the components' settings.
+      segmenter, embedder, registration, normalisation, alignment, scorers, ensemble, evaluation: the components' settings.
       input_size: (height, width) every input is resized to before anything else
         (the VAND 2025 protocol uses 256×256), or None to keep the image's size.
       few_references: ``dotted.key=value`` overrides (as ``apply_overrides``
@@ -808,10 +808,10 @@ class PipelineConfig(_Settings):
     """
 
     name: str
-    normalisation: NormalisationConfig = field(default_factory=NormalisationConfig)
     segmenter: SegmenterConfig = field(default_factory=SegmenterConfig)
     embedder: EmbedderConfig = field(default_factory=EmbedderConfig)
     registration: RegistrationConfig = field(default_factory=RegistrationConfig)
+    normalisation: NormalisationConfig = field(default_factory=NormalisationConfig)
     alignment: AlignmentConfig = field(default_factory=AlignmentConfig)
     scorers: ScorersConfig = field(default_factory=ScorersConfig)
     ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
