@@ -8,8 +8,9 @@ offers (``AdaptConfig.candidates``): for each, it fits on all references but one
 and defects made from it (``loco_ad.synthetic``: a part blurred away,
 recoloured, copied elsewhere, a scratch), for each of the first ``adapt.max_held_out`` references in turn, and takes
 the image AUROC of those scores, good (the left-out references) against
-defective. The combination with the highest AUROC wins; on a tie, the one
-listed first (the first value of every choice, which should be the preset's).
+defective. The combination with the highest AUROC wins if it beats the first values
+(the first value of every choice, which should be the preset's) by more than
+``adapt.margin``; otherwise the first values hold.
 With fewer than ``adapt.min_references`` references there is nothing to leave
 out and the first values hold.
 
@@ -65,7 +66,8 @@ def choose_settings(config: PipelineConfig, references: Sequence[np.ndarray], sc
             good.append(scores[0])
             bad.extend(scores[1:])
         results[overrides] = auroc_and_f1_max(labels, np.array(good + bad))[0]
-    chosen = max(options, key=lambda o: (results[o], -options.index(o)))
+    best = max(options, key=lambda o: (results[o], -options.index(o)))
+    chosen = best if results[best] > results[options[0]] + settings.margin else options[0]
     record = {
         "chosen": _as_dict(chosen),
         "auroc": {" ".join(o): round(float(v), 4) for o, v in results.items()},

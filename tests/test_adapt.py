@@ -63,6 +63,17 @@ def test_the_candidate_that_separates_defects_best_is_chosen_and_recorded() -> N
     assert all(c[0] in ("none", "euclidean") for c in calls) and len(calls) == 4 * 3
 
 
+def test_a_lead_within_the_margin_keeps_the_first_values() -> None:
+    def score(config, fit_images, tests):  # defects rank above the good image except one: AUROC 1 - 1/(2·n) without registration
+        lead = config.registration.motion == "none"
+        return [0.5] + [1.0] * (len(tests) - 2) + [0.6 if lead else 0.4]
+
+    for margin, expected in ((0.0, "none"), (0.5, "euclidean")):
+        config, record = choose_settings(config_with("adapt.choices=registration.motion=euclidean|none", f"adapt.margin={margin}"),
+                                         references(2), score)
+        assert config.registration.motion == expected == record["chosen"]["registration.motion"]
+
+
 def test_a_tie_keeps_the_first_values_and_too_few_references_try_nothing() -> None:
     constant = lambda config, fit_images, tests: [0.5] * len(tests)  # noqa: E731
     config, record = choose_settings(config_with(CHOICES), references(2), constant)
