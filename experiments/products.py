@@ -70,7 +70,11 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from experiments.cross_validate import (
+# Run as a script (`python experiments/products.py`), Python puts experiments/ on the path, not the
+# repository root that holds the sibling experiments this one reuses.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from experiments.cross_validate import (  # noqa: E402
     ImageSet,
     candidate_config,
     candidate_name,
@@ -80,7 +84,7 @@ from experiments.cross_validate import (
     score_candidates,
     subset_metrics,
 )
-from experiments.pose_sensitivity import DEFECTS, photograph, posed, with_defect
+from experiments.pose_sensitivity import DEFECTS, photograph, posed, with_defect  # noqa: E402
 from loco_ad.cli import (
     ArgumentParser,
     Unique,
