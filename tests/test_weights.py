@@ -180,7 +180,7 @@ def test_detector_without_patch_scorer_has_no_map(references) -> None:
 def test_single_reference_uses_fallback_scales(references) -> None:
     detector = _detector(ALL_SCORERS).fit(references[:1])
     assert detector.used_fallback and detector.leave_one_out_scores() == []
-    assert detector.weights == FALLBACK
+    assert detector.weights == {name: FALLBACK[name] for name in ALL_SCORERS}
     result = detector.score(analysis_from_scene(make_scene("colour", seed=20)))
     assert np.isfinite(result.score) and result.map.shape == references[0].rgb.shape[:2]
 
