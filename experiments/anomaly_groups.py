@@ -67,7 +67,7 @@ def read_rows(path: Path) -> list[dict]:
         raise DataError(f"cannot read {path}: {error.strerror}") from None
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> ArgumentParser:
     """The command-line interface (the manual shows its --help)."""
     parser = ArgumentParser(prog="python experiments/anomaly_groups.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--scores", type=Path, required=True, help="scores.csv of loco_ad.run")

@@ -328,8 +328,9 @@ def main(argv: list[str] | None = None) -> int:
             everything = np.ones(len(product.images.labels), bool)
             auroc = subset_metrics(product_scores, product.images.labels, everything, 1.0)[..., 0]
             for index, column in enumerate(columns):
-                for run, (seed, k) in enumerate(runs):
-                    rows.append({"product": product.name, "column": column, "seed": seed, "k_shot": k, "auroc": auroc[index, run]})
+                for run, (run_seed, k) in enumerate(runs):
+                    rows.append({"product": product.name, "column": column, "seed": run_seed, "k_shot": k,
+                                 "auroc": auroc[index, run]})
                 for k in args.shots:
                     table[product.name][column][k] = float(np.mean([auroc[index, r] for r, (_, kk) in enumerate(runs) if kk == k]))
         report = {"seeds": args.seeds, "shots": args.shots, "preset": base.name, "set": args.set,

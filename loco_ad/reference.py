@@ -16,7 +16,7 @@ import typing
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from loco_ad.config import PRESETS, Overrides, PipelineConfig, knobs, setting_text
+from loco_ad.config import PRESETS, Overrides, knobs, setting_text
 
 _ENTRY = re.compile(r"^(\s+)([\w, ]+): (.*)$")
 
@@ -115,7 +115,6 @@ def settings_markdown() -> str:
     presets = list(PRESETS)
     parts = []
     for section, rows in by_section.items():
-        doc = field_docs(PipelineConfig).get(section, "")
         parts.append(f"### `{section}`\n" if section != "top level" else "### Top level\n")
         parts.append("| key | type | " + " | ".join(f"`{p}`" for p in presets) + " | what it does |")
         parts.append("|---|---|" + "---|" * len(presets) + "---|")

@@ -9,7 +9,6 @@ import pytest
 
 from loco_ad import build, models
 from loco_ad.config import (
-    ALL_SCORERS,
     KNOWN_SCORERS,
     PRESETS,
     AlignmentConfig,
