@@ -23,8 +23,6 @@ from pathlib import Path
 from unittest import mock
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 HELP = re.compile(r"<!-- help: (\S+) -->")
 HELP_WIDTH = "100"  # columns of the --help text in the manual
@@ -38,6 +36,8 @@ def module_name(program: str) -> str:
 
 def command_parser(program: str) -> argparse.ArgumentParser:
     """The argument parser of ``program`` (``loco_ad.run``, ``experiments/ablation.py``): its module's ``build_parser()``."""
+    if str(ROOT) not in sys.path:  # here, not at import: mkdocs puts sys.path back after loading its hooks
+        sys.path.insert(0, str(ROOT))
     return importlib.import_module(module_name(program)).build_parser()
 
 
