@@ -5,6 +5,7 @@ Example::
     python experiments/benchmark.py --presets offline fast --random-weights --images 2 --out runs/benchmark
     python experiments/benchmark.py --presets paper fast --random-weights --device cuda --images 16 --out runs/benchmark
     python experiments/benchmark.py --run-memory --out runs/benchmark_run
+    python experiments/benchmark.py --rerun --baseline /tmp/loco_ad_main --out runs/benchmark_rerun
 
 Every component is built by ``loco_ad.build`` from the preset (then the
 ``--config`` file and ``--set`` overrides), exactly as the pipeline builds it. ``--random-weights`` builds SAM
@@ -49,6 +50,19 @@ repository): the subset's test images ``--test-repeats`` times under new names
 ``--extra-good`` images as good test images (3 × 93 + 80 = 359). Prints and
 writes OUT/run_memory.csv: test images, wall seconds and the child's peak
 resident set size (``os.wait4``), and the ratio of the peaks.
+
+``--rerun`` measures re-runs of ``python -m loco_ad.run`` on the shared subset
+(``RUN_ARGS``) with a new, empty cache folder (in a temporary folder, removed
+afterwards): ``cold`` (empty cache), ``warm`` (the same command again),
+``ensemble`` (``ENSEMBLE_ARGS``: other cap and combination) and ``scorers``
+(``SCORER_ARGS``: two of the three default scorers), each on the caches the
+runs before it left. With ``--baseline DIR`` (a checkout of other code, e.g.
+``git worktree add /tmp/loco_ad_main main``) the same four runs are made with
+that code first (``PYTHONPATH``), side by side in one table. Prints and writes
+OUT/rerun.csv: code, run, wall and CPU (user + system) seconds of the child,
+its peak resident set size, both times as a fraction of that code's cold run,
+whether its scores.csv and metrics.csv are byte-identical to the cold run's
+(for ``warm``) and to the baseline's same run.
 """
 
 from __future__ import annotations
@@ -73,6 +87,7 @@ from loco_ad.analysis import ImageAnalysis
 from loco_ad.build import build_detector, build_embedder, build_registration, build_segmenter, segmenter_class
 from loco_ad.cli import ArgumentParser, add_config_argument, device, output_folder, run_main, settings_from_file
 from loco_ad.config import PRESETS, PipelineConfig, apply_overrides, get_preset
+from loco_ad.errors import ConfigError
 from loco_ad.io import ResultSet, write_csv
 from loco_ad.stages.align import align, patch_grid_labels
 from loco_ad.stages.cielab import rgb_to_lab
@@ -80,6 +95,9 @@ from loco_ad.stages.cielab import rgb_to_lab
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 SHARED_IMAGE = SHARED_DATA / "mvtec_loco_subset" / "juice_bottle" / "train" / "good" / "000.png"
 RUN_ARGS = ("--category", "juice_bottle", "--shots", "1", "2", "4", "8", "--preset", "offline", "--quiet")
+ENSEMBLE_ARGS = ("--set", "ensemble.cap=3", "--set", "ensemble.combination=log")
+SCORER_ARGS = ("--scorers", "class_agnostic,foreground")
+RERUNS = {"cold": (), "warm": (), "ensemble": ENSEMBLE_ARGS, "scorers": SCORER_ARGS}
 SHOTS = (1, 2, 4, 8)
 N_CLASSES = 6  # synthetic analyses: background + 5 classes
 VAND_TEST_IMAGES = 1568  # MVTec LOCO AD test split, five categories
@@ -307,12 +325,16 @@ def larger_test_set(subset: Path, extra_good: Path, repeats: int, root: Path, ca
     return root
 
 
-def measure_run(data_root: Path, out: Path, extra: Sequence[str] = ()) -> dict:
-    """Wall seconds and peak RSS (MiB) of one ``python -m loco_ad.run`` child on ``data_root``."""
+def measure_run(data_root: Path, out: Path, extra: Sequence[str] = (), code: Path | None = None) -> dict:
+    """Wall and CPU (user + system) seconds and peak RSS (MiB) of one ``python -m loco_ad.run`` child on ``data_root``.
+
+    ``code``: the checkout whose ``loco_ad`` the child imports (default: the one on ``PYTHONPATH``).
+    """
     command = [sys.executable, "-m", "loco_ad.run", "--data-root", str(data_root), *RUN_ARGS, "--out", str(out), *extra]
+    env = {**os.environ, "PYTHONPATH": str(code)} if code is not None else None
     start = time.perf_counter()
     with open(out.with_suffix(".log"), "w") as log:
-        child = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        child = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
         _, status, usage = os.wait4(child.pid, 0)
     seconds = time.perf_counter() - start
     child.returncode = os.waitstatus_to_exitcode(status)
@@ -320,7 +342,32 @@ def measure_run(data_root: Path, out: Path, extra: Sequence[str] = ()) -> dict:
         raise RuntimeError(f"{' '.join(command)} exited {child.returncode}; see {out.with_suffix('.log')}")
     test_images = len(list((data_root / "juice_bottle" / "test").rglob("*.png")))
     scale = 2**20 if sys.platform == "darwin" else 2**10
-    return dict(test_images=test_images, wall_s=seconds, peak_rss_mib=usage.ru_maxrss / scale)
+    return dict(test_images=test_images, wall_s=seconds, cpu_s=usage.ru_utime + usage.ru_stime, peak_rss_mib=usage.ru_maxrss / scale)
+
+
+def _same_results(out: Path, other: Path) -> bool:
+    """Whether two result folders hold byte-identical scores.csv and metrics.csv."""
+    return all((out / name).read_bytes() == (other / name).read_bytes() for name in ("scores.csv", "metrics.csv"))
+
+
+def bench_reruns(subset: Path, out: Path, baseline: Path | None) -> list[dict]:
+    """``measure_run`` cold, warm and with ensemble-only changes (``RERUNS``), each run by each code in turn
+    (the baseline's first), each code with its own new cache folder; rows of OUT/rerun.csv."""
+    codes = {"baseline": baseline} if baseline else {}
+    codes["this"] = Path(__file__).resolve().parents[1]
+    rows: list[dict] = []
+    with tempfile.TemporaryDirectory(prefix="loco_ad_rerun_cache_") as caches:
+        for run, extra in RERUNS.items():
+            for code, root in codes.items():
+                target = out / f"{code}_{run}"
+                cache = Path(caches) / code
+                row = dict(code=code, run=run, **measure_run(subset, target, (*extra, "--cache-dir", str(cache)), root))
+                cold = next((r for r in rows if r["code"] == code), row)
+                row["wall_vs_cold"], row["cpu_vs_cold"] = row["wall_s"] / cold["wall_s"], row["cpu_s"] / cold["cpu_s"]
+                row["same_as_cold"] = _same_results(target, out / f"{code}_cold") if run == "warm" else ""
+                row["same_as_baseline"] = _same_results(target, out / f"baseline_{run}") if code == "this" and baseline else ""
+                rows.append(row)
+    return sorted(rows, key=lambda row: row["code"] != "baseline")
 
 
 def bench_run_memory(subset: Path, extra_good: Path, repeats: int, out: Path) -> list[dict]:
@@ -360,6 +407,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--extra-good", type=Path, default=SHARED_DATA / "juice_bottle_extra_good" / "good",
                         help="with --run-memory: good images added to the larger test set")
     parser.add_argument("--test-repeats", type=int, default=3, help="with --run-memory: copies of the test split in the larger set")
+    parser.add_argument("--rerun", action="store_true", help="measure cold, warm and ensemble-only re-runs of python -m loco_ad.run")
+    parser.add_argument("--baseline", type=Path, default=None, help="with --rerun: a checkout of other code measured first, side by side")
     return parser
 
 
@@ -369,9 +418,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     def body() -> int:
         configs = [apply_overrides(settings_from_file(get_preset(name), args.config), args.set) for name in args.presets]
         results = ResultSet(args.out, inputs={"--image": args.image, "--config file": args.config,
-                                              "--data-root": args.data_root if args.run_memory else None,
+                                              "--data-root": args.data_root if args.run_memory or args.rerun else None,
                                               "--extra-good": args.extra_good if args.run_memory else None})
         results.check()
+        if args.baseline is not None and not (args.rerun and (args.baseline / "loco_ad" / "__init__.py").is_file()):
+            raise ConfigError(f"--baseline needs --rerun and a checkout with a loco_ad package; {args.baseline} is not one")
+        if args.rerun:
+            with results as staging:
+                rows = bench_reruns(args.data_root, staging, args.baseline)
+                write_csv(staging / "rerun.csv", rows)
+            print_table(rows, ["code", "run", "wall_s", "cpu_s", "peak_rss_mib", "wall_vs_cold", "cpu_vs_cold", "same_as_cold",
+                              "same_as_baseline"])
+            print(f"\nwrote {args.out}/")
+            return 0
         if args.run_memory:
             with results as staging:
                 rows = bench_run_memory(args.data_root, args.extra_good, args.test_repeats, staging)

@@ -100,6 +100,11 @@ class AnalysisCache:
         digest.update(np.ascontiguousarray(rgb).tobytes())
         return digest.hexdigest()
 
+    @staticmethod
+    def text_key(text: str) -> str:
+        """Hex digest of the format version and ``text``: the key of an entry that no image's pixels name."""
+        return hashlib.sha256(f"loco_ad cache format {FORMAT_VERSION}\n{text}".encode()).hexdigest()
+
     def _path(self, key: str) -> Path:
         return self.root / key[:2] / f"{key}.npz"
 

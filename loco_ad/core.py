@@ -12,7 +12,7 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-from loco_ad.analysis import ImageAnalysis, Prediction, Scorer
+from loco_ad.analysis import ImageAnalysis, Prediction, Score, Scorer
 from loco_ad.errors import ConfigError, DataError
 from loco_ad.threshold import RULES, auto_threshold
 from loco_ad.weights import leave_one_out_raw_scores, leave_one_out_weight
@@ -102,9 +102,11 @@ class Detector:
     @property
     def scorer_names(self) -> tuple[str, ...]:
         """The ids of the scorers summed, in sum order: after ``fit``, those of the fit (see ``names_for``)."""
-        return tuple(self.scorers_) if hasattr(self, "scorers_") else tuple(self.factories)
+        return self.names_ if hasattr(self, "names_") else tuple(self.factories)
 
-    def fit(self, references: Sequence[ImageAnalysis]) -> "Detector":
+    def fit(
+        self, references: Sequence[ImageAnalysis], leave_one_out_raw: Mapping[str, Sequence[float]] | None = None
+    ) -> "Detector":
         """Fit every scorer on all references and compute its weight; returns self.
 
         With k ≥ 2 references the weight of a scorer is its leave-one-out weight
@@ -115,17 +117,35 @@ class Detector:
 
         Arguments:
           references: the analysed good images (at least one).
+          leave_one_out_raw: the leave-one-out raw scores of an earlier fit on the
+            same references (``restore``), which are then not computed again.
         Returns:
-          self, with ``scorers_``, ``weights_``, ``used_fallback_`` and ``leave_one_out_raw_``.
+          self, with ``names_``, ``scorers_``, ``weights_``, ``used_fallback_`` and ``leave_one_out_raw_``.
         """
         if not references:
             raise DataError("the detector needs at least one reference image; give one or more good images")
         names = self.names_for(len(references))
-        self.scorers_ = {name: self.factories[name]().fit(references) for name in names}
-        self.used_fallback_ = len(references) == 1
-        self.leave_one_out_raw_: dict[str, list[float]] = {
-            name: [] if self.used_fallback_ else leave_one_out_raw_scores(self.factories[name], references) for name in names
-        }
+        scorers = {name: self.factories[name]().fit(references) for name in names}
+        if leave_one_out_raw is None:
+            leave_one_out_raw = {
+                name: [] if len(references) == 1 else leave_one_out_raw_scores(self.factories[name], references) for name in names
+            }
+        self.restore(len(references), leave_one_out_raw)
+        self.scorers_ = scorers
+        return self
+
+    def restore(self, k: int, leave_one_out_raw: Mapping[str, Sequence[float]]) -> "Detector":
+        """The weights of a fit on ``k`` references from its scorers' leave-one-out raw scores, fitting no scorer.
+
+        What ``fit`` learns apart from the fitted scorers: enough to combine raw
+        scores (``combine``, ``leave_one_out_scores``, ``auto_threshold``), not to
+        ``score`` an image. Returns self.
+        """
+        names = self.names_for(k)
+        self.names_ = names
+        self.scorers_: dict[str, Scorer] = {}
+        self.used_fallback_ = k == 1
+        self.leave_one_out_raw_: dict[str, list[float]] = {name: [float(v) for v in leave_one_out_raw[name]] for name in names}
         self.weights_ = {name: self.weight_from(name, raw) for name, raw in self.leave_one_out_raw_.items()}
         return self
 
@@ -152,22 +172,50 @@ class Detector:
     def value_at_weights(self) -> float:
         """The score of an image on which every fitted scorer scores exactly its weight (the k = 1 threshold)."""
         self._fitted()
-        return float(sum(self.contribution(name, 1.0, 1.0, self._alone) for name in self.scorers_))
+        return float(sum(self.contribution(name, 1.0, 1.0, self._alone) for name in self.names_))
 
     def auto_threshold(self) -> tuple[float, str]:
         """The automatic verdict threshold of this fit, and a sentence saying how it was chosen (``threshold_rule``)."""
         return auto_threshold(self.leave_one_out_scores(), self.value_at_weights(), self.threshold_rule, self.target_fpr)
 
     def _fitted(self) -> None:
-        if not hasattr(self, "scorers_"):
+        if not hasattr(self, "names_"):
             raise RuntimeError("call fit with good reference images before scoring")
 
     @property
     def _alone(self) -> bool:
-        return len(self.scorers_) == 1
+        return len(self.names_) == 1
 
     def _map_factor(self, name: str) -> float:
         return self.multipliers.get(name, 1.0) / self.weights_[name]
+
+    def raw(self, image: ImageAnalysis) -> dict[str, Score]:
+        """Each fitted scorer's raw score (and map) of one analysed image, in sum order."""
+        self._fitted()
+        if not self.scorers_:
+            raise RuntimeError("this detector was restored from leave-one-out scores; fit it to score images")
+        return {name: scorer.score(image) for name, scorer in self.scorers_.items()}
+
+    def combine(
+        self, raw_scores: Mapping[str, float], raw_maps: Mapping[str, np.ndarray]
+    ) -> tuple[float, dict[str, float], np.ndarray | None]:
+        """The image score, each scorer's contribution and the summed map from the scorers' raw scores and maps.
+
+        Arguments:
+          raw_scores: scorer id → raw score, for every scorer of the fit.
+          raw_maps: scorer id → raw map (the patch scorers'), all of one size.
+        Returns:
+          the sum of the contributions, the contributions, and the sum of the
+          maps divided by their weights times the multipliers (None without maps).
+        """
+        self._fitted()
+        scores, anomaly_map = {}, None
+        for name in self.names_:
+            scores[name] = float(self.contribution(name, raw_scores[name], self.weights_[name], self._alone))
+            if name in raw_maps:
+                weighted = raw_maps[name] * self._map_factor(name)
+                anomaly_map = weighted if anomaly_map is None else anomaly_map + weighted
+        return float(sum(scores.values())), scores, anomaly_map
 
     def score(self, image: ImageAnalysis) -> Prediction:
         """Score one analysed image with every scorer and sum their contributions and normalised maps.
@@ -178,16 +226,10 @@ class Detector:
           the ``Prediction``: the sum, the summed maps of the patch scorers, each
           scorer's contribution and raw score, and ``image`` itself.
         """
-        self._fitted()
-        raw_scores, scores, anomaly_map = {}, {}, None
-        for name, scorer in self.scorers_.items():
-            raw = scorer.score(image)
-            factor = self._map_factor(name)
-            raw_scores[name] = raw.value
-            scores[name] = float(self.contribution(name, raw.value, self.weights_[name], self._alone))
-            if raw.map is not None:
-                anomaly_map = raw.map * factor if anomaly_map is None else anomaly_map + raw.map * factor
-        return Prediction(float(sum(scores.values())), anomaly_map, scores, raw_scores, image)
+        raw = self.raw(image)
+        maps = {name: value.map for name, value in raw.items() if value.map is not None}
+        score, scores, anomaly_map = self.combine({name: value.value for name, value in raw.items()}, maps)
+        return Prediction(score, anomaly_map, scores, {name: value.value for name, value in raw.items()}, image)
 
     def leave_one_out_scores(self) -> list[float]:
         """The score of each reference when left out of the fit, on the scale of test scores.

@@ -24,11 +24,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
-import cv2
 import numpy as np
 from tqdm.auto import tqdm
 
+from loco_ad import fitcache
 from loco_ad.analysis import Prediction
+from loco_ad.cache import AnalysisCache
 from loco_ad.core import Detector
 from loco_ad.data import CategoryData, DefectConfig, draw_references, image_size, read_mask_channels, saturation_scale
 from loco_ad.errors import ConfigError, DataError
@@ -41,6 +42,8 @@ logger = logging.getLogger(__name__)
 PredictionHook = Callable[[CategoryData, int, int, list[Prediction], Detector], None]
 # What a hook is handed of each prediction of (seed, k), decided as the prediction is made.
 KeepForHook = Callable[[int, int, Prediction], Prediction]
+# What pixel_row computes, in its order.
+PIXEL_COLUMNS = ("pixel_auroc", "pixel_score", *(f"{kind}_spro" for kind in IMAGE_TYPES), "spro")
 # Test images scored at once: what is held of them (images, analyses, full-size maps) is bounded by this.
 BATCH = 16
 
@@ -148,6 +151,7 @@ def evaluate(
     pixel: bool = True,
     on_predictions: PredictionHook | None = None,
     keep: KeepForHook | None = None,
+    whole_fits: Callable[[int, int], bool] | None = None,
 ) -> Evaluation:
     """Run the few-shot protocol on each category.
 
@@ -163,6 +167,10 @@ def evaluate(
       keep: what of each prediction to hand the hook; None: its scores only
         (``Prediction.scores_only``). Whole predictions hold the image's
         analysis, several MB: keep them for one (seed, k) at most.
+      whole_fits: the (seed, k) whose predictions ``keep`` is handed whole (scored
+        afresh, with their analyses); the others' come from the cache when it
+        holds them, and the hook gets their scores only. None: every fit when
+        ``keep`` is given, else none.
     Returns:
       the ``Evaluation``.
     """
@@ -182,25 +190,31 @@ def evaluate(
         stored_size = image_size(data.test[0].path)  # of the stored test images (and their ground truth)
         result.references[data.name] = {str(seed): {} for seed in seeds}
         runs = tqdm(draws.items(), desc=f"{data.name}: seeds × k", unit="fit", disable=not pipeline.progress)
+        size: tuple[int, int] | None = None  # of the pixel metrics
         for (seed, k), references in runs:
-            pipeline.fit(references)
+            whole = keep is not None if whole_fits is None else whole_fits(seed, k)
+            pipeline.fit_cached(references, scorers=whole)
             detector = pipeline.detector
             result.references[data.name][str(seed)][str(k)] = [str(p) for p in references]
             if detector.used_fallback:
                 result.fallback.append((data.name, seed, k))
             if pipeline.decisions:
                 result.decisions.append({"category": data.name, "seed": seed, "k": k, **pipeline.decisions})
+            size = size or pixel_eval_size(pipeline.working_shape(test_paths[0]), stored_size, settings.pixel_long_side)
             scores, maps, kept = [], [], []
-            size: tuple[int, int] | None = None  # of the pixel metrics, from the fit's first map
             for start in range(0, len(test_paths), BATCH):
-                batch = pipeline.predict_many(test_paths[start : start + BATCH], progress=False, remember=False)
-                for sample, prediction in zip(data.test[start : start + BATCH], batch):
-                    scores.append(prediction.score)
-                    if pixel and prediction.map is not None:
-                        size = size or pixel_eval_size(prediction.map.shape, stored_size, settings.pixel_long_side)
-                        maps.append(_resize_map(prediction.map, size))
+                batch = test_paths[start : start + BATCH]
+                raw = pipeline.raw_scores_many(batch, size, whole)
+                for sample, (arrays, whole_prediction) in zip(data.test[start : start + BATCH], raw):
+                    values = {name: float(arrays[f"value.{name}"]) for name in detector.scorer_names}
+                    patch_maps = {name: arrays[f"map.{name}"] for name in detector.scorer_names if f"map.{name}" in arrays}
+                    score, contributions, anomaly_map = detector.combine(values, patch_maps)
+                    scores.append(score)
+                    if pixel and anomaly_map is not None:
+                        maps.append(anomaly_map)
                     if on_predictions is not None:
-                        kept.append(keep(seed, k, prediction) if keep else prediction.scores_only())
+                        prediction = Prediction(score, None, contributions, values, None)
+                        kept.append(keep(seed, k, whole_prediction) if keep and whole_prediction else prediction)
                     result.scores.append(
                         {
                             "category": data.name,
@@ -209,20 +223,19 @@ def evaluate(
                             "file": _file_name(sample.path, data.root),
                             "label": sample.label,
                             "anomaly_type": sample.anomaly_type,
-                            "score": prediction.score,
-                            **prediction.scores,
+                            "score": score,
+                            **contributions,
                         }
                     )
-                del batch  # its analyses and full-size maps, before the next batch is made
+                del raw  # maps and analyses of the batch, before the next batch is made
             row = {"seed": seed, "k_shot": k, "category": data.name, **image_metrics(labels, np.array(scores), types)}
             if maps:
                 if masks is None:
                     masks = [read_mask_channels(sample, size) for sample in data.test]
                     union = [m.max(axis=0, initial=0) for m in masks]
                     defects = saturation_defects(data, masks)
-                row["pixel_auroc"], row["pixel_score"] = pixel_metrics(union, maps)
                 scale = saturation_scale(data.name, size, stored_size)
-                row.update(spro_by_type(masks, maps, types, defects, scale, settings.spro_fpr_limit))
+                row.update(pixel_row(pipeline.cache, union, masks, maps, types, defects, scale, settings.spro_fpr_limit))
             del maps
             result.metrics.append(row)
             if on_predictions is not None:
@@ -235,10 +248,36 @@ def _file_name(path: Path, root: Path) -> str:
     return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
 
 
-def _resize_map(anomaly_map: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """An anomaly map at (height, width) ``size``: area-averaged when shrinking, bilinear when enlarging."""
-    shrink = size[0] * size[1] < anomaly_map.size
-    return cv2.resize(anomaly_map, size[::-1], interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+def pixel_row(
+    cache: AnalysisCache | None,
+    union: Sequence[np.ndarray],
+    masks: Sequence[np.ndarray],
+    maps: Sequence[np.ndarray],
+    types: Sequence[str],
+    defects: Sequence[DefectConfig] | None,
+    scale: float,
+    fpr_limit: float,
+) -> dict[str, float]:
+    """A fit's pixel metrics: ``pixel_auroc`` and ``pixel_score`` (``pixel_metrics``) and ``spro_by_type``'s.
+
+    With a cache they are stored under the hash of the code, the maps, the masks
+    and the other arguments (``fitcache.pixel_metrics_key``) and read back when
+    the same maps are evaluated again (a warm re-run).
+
+    Arguments:
+      cache: the pipeline's cache, or None.
+      union: per test image all its defects in one mask; masks: its defect channels.
+      maps, types, defects, scale, fpr_limit: as for ``spro_by_type``.
+    """
+    key = fitcache.pixel_metrics_key(maps, masks, repr((list(types), defects, scale, fpr_limit))) if cache else None
+    stored = cache.load(key) if cache is not None else None
+    if stored is not None and all(column in stored for column in PIXEL_COLUMNS):
+        return {column: float(stored[column]) for column in PIXEL_COLUMNS}
+    row = dict(zip(("pixel_auroc", "pixel_score"), pixel_metrics(union, maps)))
+    row.update(spro_by_type(masks, maps, types, defects, scale, fpr_limit))
+    if cache is not None:
+        cache.save(key, {column: np.asarray(row[column], dtype=np.float64) for column in PIXEL_COLUMNS})
+    return row
 
 
 def spro_by_type(

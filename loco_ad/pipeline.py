@@ -35,9 +35,9 @@ import cv2
 import numpy as np
 from tqdm.auto import tqdm
 
-from loco_ad import identity
+from loco_ad import fitcache, identity
 from loco_ad.adapt import ScoreFunction, choose_settings
-from loco_ad.analysis import ImageAnalysis, Prediction
+from loco_ad.analysis import ImageAnalysis, Prediction, Score
 from loco_ad.build import (
     banks_on_gpu,
     build_detector,
@@ -121,6 +121,8 @@ class Pipeline:
         self._given_stages = (segmenter, embedder)
         self._prepared: dict[str, PreparedImage] = {}
         self._keys_by_path: dict[tuple[str, int, int], str] = {}
+        self._content_keys: dict[tuple, str] = {}  # (model key, path id) → content_key
+        self._fit: tuple[str, Sequence[ImageInput]] | None = None  # fit_cached's fit identity and references
         self.references: list[ImageAnalysis] = []
         self.detector: Detector | None = None
         self.registration: Registration | None = None
@@ -414,6 +416,109 @@ class Pipeline:
 
         return score
 
+    # ----------------------------------------------------------- cached fits
+    def content_key(self, image: ImageInput) -> str:
+        """The key of an image's content under the model settings in force (``fitcache.file_key`` for a file).
+
+        For an array its pixels at working resolution (unregistered). For a file
+        its bytes, whose decoding and resizing the fit's identity names (the code and the settings).
+        """
+        path_id = self._path_id(image)
+        if path_id is None:
+            return AnalysisCache.key(self._working_rgb(image), self.model_key)
+        memo = (self.model_key, path_id)
+        if memo not in self._content_keys:
+            self._content_keys[memo] = fitcache.file_key(Path(image), self.model_key)
+        return self._content_keys[memo]
+
+    def working_shape(self, image: ImageInput) -> tuple[int, int]:
+        """(height, width) of an image at working resolution, i.e. of its anomaly map."""
+        return self._working_rgb(image).shape[:2]
+
+    def fit_cached(self, images: Sequence[ImageInput], scorers: bool = False) -> str:
+        """``fit`` through the cache (``loco_ad.fitcache``); returns the fit's identity (``fitcache.fit_id``).
+
+        With a cache that holds this fit's leave-one-out raw scores (or k = 1),
+        the detector is restored from them (``Detector.restore``): nothing is
+        analysed or fitted, unless ``scorers`` asks for fitted scorers (which
+        ``raw_scores_many`` fits itself when an image's scores are not stored).
+        Otherwise it is ``fit``, and the leave-one-out raw scores are stored.
+        """
+        images = _image_list(images)
+        if len(images) == 0:
+            raise DataError("fit needs at least one good image")
+        self._activate(self.config.for_references(len(images)))
+        gpu = banks_on_gpu(self.device)
+        fit = fitcache.fit_id(self.active_config, self.model_key, [self.content_key(image) for image in images], gpu)
+        detector = build_detector(self.active_config, gpu=gpu)
+        names, key = detector.names_for(len(images)), fitcache.leave_one_out_key(fit)
+        leave_one_out: dict[str, np.ndarray] | None = {name: np.zeros(0) for name in names}
+        if len(images) > 1:
+            stored = fitcache.load_scorers(self.cache, key, "loo", names) if self.cache is not None else None
+            leave_one_out = None if stored is None else {name: stored[f"loo.{name}"] for name in names}
+        if leave_one_out is not None and self.cache is not None and not scorers:
+            self.detector = detector.restore(len(images), leave_one_out)
+        else:
+            self.analyse_references(images)
+            self.detector = detector.fit(self.references, leave_one_out)
+            if leave_one_out is None and self.cache is not None:
+                raw = self.detector.leave_one_out_raw_
+                fitcache.save_scorers(self.cache, key, {f"loo.{name}": np.asarray(raw[name], dtype=np.float64) for name in names})
+        self._fit = (fit, images)
+        return fit
+
+    def raw_scores_many(
+        self, images: Sequence[ImageInput], size: tuple[int, int], whole: bool = False
+    ) -> list[tuple[dict[str, np.ndarray], Prediction | None]]:
+        """Per image of the last ``fit_cached``: each scorer's raw score and map at (height, width) ``size``.
+
+        Each image's arrays (``value.<scorer>``, and ``map.<scorer>`` for the
+        patch scorers, maps in the input's frame) come from the cache when stored
+        under this fit, else are computed (fitting the scorers first if the
+        detector was restored) and stored. Nothing is kept in memory.
+
+        Arguments:
+          images: file paths or H×W×3 uint8 arrays.
+          size: (height, width) of the maps returned.
+          whole: also return each image's whole ``Prediction`` (as ``predict_many``
+            would, with its analysis); every image is then scored, none read.
+        Returns:
+          per image its arrays and its prediction (None unless ``whole``).
+        """
+        if self._fit is None or self.detector is None:
+            raise RuntimeError("call Pipeline.fit_cached with good images before raw_scores_many")
+        fit, references = self._fit
+        names = self.detector.scorer_names
+        results: list[tuple[dict[str, np.ndarray], Prediction | None] | None] = [None] * len(images)
+        missing: list[tuple[int, str]] = []
+        for index, image in enumerate(images):
+            key = fitcache.raw_key(fit, self.content_key(image), size)
+            stored = fitcache.load_scorers(self.cache, key, "value", names) if self.cache is not None and not whole else None
+            if stored is None:
+                missing.append((index, key))
+            else:
+                results[index] = (stored, None)
+        if missing:
+            if not self.detector.scorers_:
+                self.fit_cached(references, scorers=True)
+            detector = self.detector
+
+            def score(prepared: PreparedImage, analysis: ImageAnalysis) -> tuple[dict[str, np.ndarray], Prediction | None]:
+                raw = detector.raw(analysis)
+                if not whole:
+                    return _raw_arrays(raw, prepared, size), None
+                values = {name: value.value for name, value in raw.items()}
+                total, contributions, anomaly_map = detector.combine(values, {n: v.map for n, v in raw.items() if v.map is not None})
+                prediction = Prediction(total, anomaly_map, contributions, values, analysis)
+                return _raw_arrays(raw, prepared, size), _in_input_frame(prediction, prepared)
+
+            computed = self._map_analysed([images[i] for i, _ in missing], score, False, False, threads=not detector.uses_gpu)
+            for (index, key), (arrays, prediction) in zip(missing, computed):
+                if self.cache is not None:
+                    fitcache.save_scorers(self.cache, key, arrays)
+                results[index] = (arrays, prediction)
+        return results  # type: ignore[return-value]
+
     def _fitted_detector(self) -> Detector:
         if self.detector is None:
             raise RuntimeError("call Pipeline.fit with good images before predicting")
@@ -480,6 +585,23 @@ def _in_input_frame(prediction: Prediction, prepared: PreparedImage) -> Predicti
             labels=unwarp(analysis.labels, matrix, nearest=True),
         ),
     )
+
+
+def _raw_arrays(raw: dict[str, Score], prepared: PreparedImage, size: tuple[int, int]) -> dict[str, np.ndarray]:
+    """The arrays ``raw_scores_many`` stores of one image: raw scores, and maps moved back to the input and resized."""
+    arrays = {}
+    for name, score in raw.items():
+        arrays[f"value.{name}"] = np.asarray(score.value, dtype=np.float64)
+        if score.map is not None:
+            moved = score.map if prepared.matrix is None else unwarp(score.map, prepared.matrix)
+            arrays[f"map.{name}"] = resize_map(moved, size).astype(np.float32)
+    return arrays
+
+
+def resize_map(anomaly_map: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """An anomaly map at (height, width) ``size``: area-averaged when shrinking, bilinear when enlarging."""
+    shrink = size[0] * size[1] < anomaly_map.size
+    return cv2.resize(anomaly_map, size[::-1], interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
 
 
 def _image_list(images: Sequence[ImageInput]) -> Sequence[ImageInput]:

@@ -83,6 +83,10 @@ class EvaluationReport:
         """What ``evaluate`` keeps of a prediction for this report: all of it for the reported (seed, k), else its scores."""
         return prediction if (seed, k) == (self.seed, self.k) else prediction.scores_only()
 
+    def whole(self, seed: int, k: int) -> bool:
+        """Whether ``evaluate`` hands this report the whole predictions of (seed, k)."""
+        return (seed, k) == (self.seed, self.k)
+
     def __call__(self, data: CategoryData, seed: int, k: int, predictions: list[Prediction], detector: Detector) -> None:
         if (seed, k) != (self.seed, self.k):
             return
@@ -141,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
             pipeline = pipeline_from_args(args, config)
             report = EvaluationReport(config, seed=args.seeds[0], k=max(args.shots)) if args.report else None
             result = evaluate(pipeline, datasets, args.seeds, args.shots, pixel=not args.no_pixel, on_predictions=report,
-                              keep=report.keep if report else None)
+                              keep=report.keep if report else None, whole_fits=report.whole if report else None)
             scorer_columns = list(config.ensemble.scorers)
             write_csv(staging / "scores.csv", result.scores,
                       ["category", "seed", "k_shot", "file", "label", "anomaly_type", "score", *scorer_columns])

@@ -71,14 +71,14 @@ def test_test_images_stream_through_each_fit_in_batches(tiny_loco_root, tmp_path
     data = load_category(tiny_loco_root, "juice_bottle")
     expected = evaluation.evaluate(_pipeline(registration), [data], seeds=[0], shots=[2, 3])
     monkeypatch.setattr(evaluation, "BATCH", 3)
-    calls: list[tuple[int, bool]] = []
-    predict_many = Pipeline.predict_many
-    monkeypatch.setattr(Pipeline, "predict_many", lambda self, images, progress=None, remember=True: calls.append(
-        (len(images), remember)) or predict_many(self, images, progress, remember))
+    calls: list[int] = []
+    raw_scores_many = Pipeline.raw_scores_many
+    monkeypatch.setattr(Pipeline, "raw_scores_many", lambda self, images, size, whole=False: calls.append(
+        len(images)) or raw_scores_many(self, images, size, whole))
     pipeline = _pipeline(registration, tmp_path / "cache")
     handed: list = []
     result = evaluation.evaluate(pipeline, [data], seeds=[0], shots=[2, 3], on_predictions=lambda *a: handed.append(a))
-    assert calls and max(size for size, _ in calls) <= 3 and not any(remember for _, remember in calls)
+    assert calls and max(calls) <= 3
     test_paths = {str(sample.path.resolve()) for sample in data.test}
     assert not any(path in test_paths for path, _, _ in pipeline._keys_by_path)  # no test image kept in memory
     assert len(pipeline._prepared) <= 3  # the references of the last fit
