@@ -331,7 +331,8 @@ def measure_run(data_root: Path, out: Path, extra: Sequence[str] = (), code: Pat
     ``code``: the checkout whose ``loco_ad`` the child imports (default: the one on ``PYTHONPATH``).
     """
     command = [sys.executable, "-m", "loco_ad.run", "--data-root", str(data_root), *RUN_ARGS, "--out", str(out), *extra]
-    env = {**os.environ, "PYTHONPATH": str(code)} if code is not None else None
+    # PYTHONSAFEPATH: python -m would import the loco_ad of the working directory before PYTHONPATH's
+    env = {**os.environ, "PYTHONPATH": str(code), "PYTHONSAFEPATH": "1"} if code is not None else None
     start = time.perf_counter()
     with open(out.with_suffix(".log"), "w") as log:
         child = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)

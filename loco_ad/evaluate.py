@@ -31,7 +31,7 @@ from loco_ad import fitcache
 from loco_ad.analysis import Prediction
 from loco_ad.cache import AnalysisCache
 from loco_ad.core import Detector
-from loco_ad.data import CategoryData, DefectConfig, draw_references, image_size, read_mask_channels, saturation_scale
+from loco_ad.data import CategoryData, DefectConfig, image_size, read_mask_channels, saturation_scale
 from loco_ad.errors import ConfigError, DataError
 from loco_ad.metrics import IMAGE_TYPES, aufc, image_metrics, normalized_aufc, pixel_metrics, spro_auc
 from loco_ad.pipeline import Pipeline
@@ -177,7 +177,7 @@ def evaluate(
     check_datasets(datasets, shots)
     result = Evaluation()
     for data in datasets:
-        draws = {(seed, k): draw_references(data.train, k, seed) for seed in seeds for k in shots}
+        draws = {(seed, k): fitcache.draw_references(pipeline.cache, data.train, k, seed) for seed in seeds for k in shots}
         drawn = sorted({path for paths in draws.values() for path in paths})
         test_paths = [sample.path for sample in data.test]
         pipeline.prepare_for_fits(drawn, test_paths)

@@ -38,6 +38,7 @@ from typing import Sequence
 
 import numpy as np
 
+from loco_ad import data
 from loco_ad.cache import AnalysisCache
 from loco_ad.config import PipelineConfig
 
@@ -99,6 +100,23 @@ def leave_one_out_key(fit: str) -> str:
 def raw_key(fit: str, image_key: str, size: tuple[int, int]) -> str:
     """The cache key of a test image's raw scores and maps (at ``size``) under a fit."""
     return AnalysisCache.text_key(f"raw scores\n{fit}\n{image_key}\n{size}")
+
+
+def draw_references(cache: AnalysisCache | None, train: Sequence[Path], k: int, seed: int) -> list[Path]:
+    """``loco_ad.data.draw_references``, its permutation stored in the cache: a warm run does not import torch for it.
+
+    The entry is named by the code version (which holds torch's version), the number of images, k and the seed.
+    """
+    if cache is None:
+        return data.draw_references(train, k, seed)
+    key = AnalysisCache.text_key(f"reference draw\n{code_version()}\n{len(train)} {k} {seed}")
+    stored = cache.load(key, {"indices": (np.int64, (k,))})
+    if stored is None:
+        drawn = data.draw_references(train, k, seed)
+        positions = {path: index for index, path in enumerate(train)}
+        stored = {"indices": np.array([positions[path] for path in drawn], dtype=np.int64)}
+        cache.save(key, stored)
+    return [train[int(index)] for index in stored["indices"]]
 
 
 def load_scorers(cache: AnalysisCache, key: str, prefix: str, names: Sequence[str]) -> dict[str, np.ndarray] | None:

@@ -384,6 +384,7 @@ class Pipeline:
             inputs = [image if isinstance(image, np.ndarray) else read_image(image) for image in images]
             config, self.decisions = choose_settings(config, inputs, self._candidate_scores())
         self._activate(config)
+        self._fit = None  # raw_scores_many belongs to fit_cached's fits
         self.normaliser = build_normaliser(self.active_config)
         if self.normaliser is not None:
             self.normaliser.fit([self._working_rgb(image) for image in images])

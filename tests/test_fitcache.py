@@ -129,3 +129,14 @@ def test_a_run_killed_mid_way_leaves_nothing_served_wrongly(tiny_loco_root, tmp_
     for name in ("scores.csv", "metrics.csv"):
         assert (tmp_path / "resumed" / name).read_bytes() == (tmp_path / "cold" / name).read_bytes()
     assert not (tmp_path / "killed").exists()
+
+
+def test_reference_draws_are_stored_so_that_a_warm_run_needs_no_torch(tmp_path, monkeypatch):
+    from loco_ad import data, fitcache
+
+    train = [tmp_path / f"{i:03d}.png" for i in range(10)]
+    cache = AnalysisCache(tmp_path / "cache")
+    expected = {(k, seed): data.draw_references(train, k, seed) for k in (1, 4, 8) for seed in (0, 42)}
+    assert {(k, seed): fitcache.draw_references(cache, train, k, seed) for k, seed in expected} == expected
+    monkeypatch.setattr(data, "draw_references", lambda *args: pytest.fail("drawn again"))
+    assert {(k, seed): fitcache.draw_references(cache, train, k, seed) for k, seed in expected} == expected
