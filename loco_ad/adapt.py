@@ -76,5 +76,10 @@ def choose_settings(config: PipelineConfig, references: Sequence[np.ndarray], sc
     return apply_overrides(config, chosen), record
 
 
+def apply_decisions(config: PipelineConfig, record: dict) -> PipelineConfig:
+    """What ``choose_settings`` returned with ``record``: ``config`` with the record's chosen values applied."""
+    return apply_overrides(config, [f"{key}={value}" for key, value in record["chosen"].items()])
+
+
 def _as_dict(overrides: Sequence[str]) -> dict[str, str]:
     return dict(o.split("=", 1) for o in overrides)

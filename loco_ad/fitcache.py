@@ -4,9 +4,10 @@ Two kinds of entry, stored by ``loco_ad.cache.AnalysisCache`` (the same
 ``.npz`` files, with their stored key and checksum, atomic writes and
 damaged-entry handling as the model outputs):
 
-- per fit: each scorer's leave-one-out raw scores (``loo.<scorer>``, k
-  float64), from which ``Detector.restore`` computes the weights (none for
-  k = 1, whose weights are the fallback scales);
+- per fit: what the references decided (``decisions``, the JSON of
+  ``Pipeline.decisions``: ``loco_ad.adapt``) and each scorer's leave-one-out raw
+  scores (``loo.<scorer>``, k float64; none for k = 1, whose weights are the
+  fallback scales), from which ``Detector.restore`` computes the weights;
 - per (fit, test image): each scorer's raw score (``value.<scorer>``, float64)
   and map (``map.<scorer>``, float32) at the pixel metrics' size, in the
   input's frame.
@@ -14,9 +15,12 @@ damaged-entry handling as the model outputs):
 A fit's identity (``fit_id``) is everything a scorer's raw output depends
 on: the code (``code_version``: a hash of every source file of the
 ``loco_ad`` package, so any change of code is a miss, never a stale hit),
-the settings in force for that k (``config.for_references(k)``: segmenter,
-embedder, registration, alignment, scorers, input size) without the ensemble
-and evaluation blocks, the model key (stages, their versions, weights,
+the settings in force for that k (``config.for_references(k)``: normalisation,
+segmenter, embedder, registration, alignment, scorers, adapt, input size) without
+the ensemble and evaluation blocks (the values the references decide follow from
+these and the references, and are stored with the fit; when ``adapt.choices``
+asks for decisions, which score candidates with the whole ensemble, the ensemble
+block is part of the identity too), the model key (stages, their versions, weights,
 device), whether the banks are on a GPU, and the references in order, each by
 its content key (its pixels at working resolution with the model key). The
 ensemble (scorers enabled, multipliers, fallback scales, weight floor,
@@ -83,7 +87,9 @@ def pixel_metrics_key(maps: Sequence[np.ndarray], masks: Sequence[np.ndarray], c
 
 def fit_id(config: PipelineConfig, model_key: str, reference_keys: Sequence[str], gpu: bool) -> str:
     """The identity of a fit on references with these content keys, under ``config`` (the settings for their k)."""
-    settings = {name: value for name, value in dataclasses.asdict(config).items() if name not in NOT_IN_FIT}
+    # the references' decisions (adapt.choices) are made by scoring with the whole ensemble: then it names the fit too
+    left_out = NOT_IN_FIT if not config.adapt.choices else tuple(name for name in NOT_IN_FIT if name != "ensemble")
+    settings = {name: value for name, value in dataclasses.asdict(config).items() if name not in left_out}
     text = json.dumps(
         {"code": code_version(), "settings": settings, "models": model_key, "gpu": gpu, "references": list(reference_keys)},
         sort_keys=True,
@@ -92,9 +98,9 @@ def fit_id(config: PipelineConfig, model_key: str, reference_keys: Sequence[str]
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def leave_one_out_key(fit: str) -> str:
-    """The cache key of a fit's leave-one-out raw scores."""
-    return AnalysisCache.text_key(f"leave-one-out raw scores\n{fit}")
+def fit_key(fit: str) -> str:
+    """The cache key of a fit: what its references decided and its scorers' leave-one-out raw scores."""
+    return AnalysisCache.text_key(f"fit\n{fit}")
 
 
 def raw_key(fit: str, image_key: str, size: tuple[int, int]) -> str:

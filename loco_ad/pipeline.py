@@ -23,6 +23,7 @@ input and its ground truth.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -36,7 +37,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from loco_ad import fitcache, identity
-from loco_ad.adapt import ScoreFunction, choose_settings
+from loco_ad.adapt import ScoreFunction, apply_decisions, choose_settings
 from loco_ad.analysis import ImageAnalysis, Prediction, Score
 from loco_ad.build import (
     banks_on_gpu,
@@ -62,6 +63,7 @@ logger = logging.getLogger(__name__)
 
 ImageInput = Union[str, os.PathLike, np.ndarray]
 T = TypeVar("T")
+DECISIONS = "decisions"  # the array of a fit's cache entry holding what its references decided, as JSON
 PREPARE_BATCH = 32  # images through the models at once in prepare_for_fits, when they are not kept
 
 
@@ -363,7 +365,7 @@ class Pipeline:
         self.detector = build_detector(self.active_config, gpu=banks_on_gpu(self.device)).fit(self.references)
         return self
 
-    def analyse_references(self, images: Sequence[ImageInput]) -> list[ImageAnalysis]:
+    def analyse_references(self, images: Sequence[ImageInput], decisions: dict | None = None) -> list[ImageAnalysis]:
         """The first half of ``fit``: analyse good images as the references (``self.references``), fit no scorer.
 
         A reference-dependent segmenter is fitted on them. Experiments that try
@@ -380,7 +382,9 @@ class Pipeline:
             raise DataError("fit needs at least one good image")
         config = self.config.for_references(len(images))
         self.decisions = {}
-        if config.adapt.choices:
+        if config.adapt.choices and decisions is not None:
+            config, self.decisions = apply_decisions(config, decisions), decisions
+        elif config.adapt.choices:
             inputs = [image if isinstance(image, np.ndarray) else read_image(image) for image in images]
             config, self.decisions = choose_settings(config, inputs, self._candidate_scores())
         self._activate(config)
@@ -439,11 +443,12 @@ class Pipeline:
     def fit_cached(self, images: Sequence[ImageInput], scorers: bool = False) -> str:
         """``fit`` through the cache (``loco_ad.fitcache``); returns the fit's identity (``fitcache.fit_id``).
 
-        With a cache that holds this fit's leave-one-out raw scores (or k = 1),
-        the detector is restored from them (``Detector.restore``): nothing is
-        analysed or fitted, unless ``scorers`` asks for fitted scorers (which
-        ``raw_scores_many`` fits itself when an image's scores are not stored).
-        Otherwise it is ``fit``, and the leave-one-out raw scores are stored.
+        With a cache that holds this fit (what its references decided and the
+        leave-one-out raw scores of the scorers in force), the detector is
+        restored from it (``Detector.restore``): nothing is analysed or fitted,
+        unless ``scorers`` asks for fitted scorers (which ``raw_scores_many`` fits
+        itself when an image's scores are not stored); the references' decisions
+        are then not made again. Otherwise it is ``fit``, and the fit is stored.
         """
         images = _image_list(images)
         if len(images) == 0:
@@ -451,20 +456,28 @@ class Pipeline:
         self._activate(self.config.for_references(len(images)))
         gpu = banks_on_gpu(self.device)
         fit = fitcache.fit_id(self.active_config, self.model_key, [self.content_key(image) for image in images], gpu)
+        key = fitcache.fit_key(fit)
+        stored = self.cache.load(key) if self.cache is not None else None
+        decisions = json.loads(str(stored[DECISIONS])) if stored is not None and DECISIONS in stored else None
+        if decisions is not None and not scorers:
+            config = apply_decisions(self.active_config, decisions) if decisions else self.active_config
+            detector = build_detector(config, gpu=gpu)
+            names = detector.names_for(len(images))
+            if all(f"loo.{name}" in stored for name in names):
+                self._activate(config)
+                self.decisions = decisions
+                self.detector = detector.restore(len(images), {name: stored[f"loo.{name}"] for name in names})
+                self._fit = (fit, images)
+                return fit
+        self.analyse_references(images, decisions)
         detector = build_detector(self.active_config, gpu=gpu)
-        names, key = detector.names_for(len(images)), fitcache.leave_one_out_key(fit)
-        leave_one_out: dict[str, np.ndarray] | None = {name: np.zeros(0) for name in names}
-        if len(images) > 1:
-            stored = fitcache.load_scorers(self.cache, key, "loo", names) if self.cache is not None else None
-            leave_one_out = None if stored is None else {name: stored[f"loo.{name}"] for name in names}
-        if leave_one_out is not None and self.cache is not None and not scorers:
-            self.detector = detector.restore(len(images), leave_one_out)
-        else:
-            self.analyse_references(images)
-            self.detector = detector.fit(self.references, leave_one_out)
-            if leave_one_out is None and self.cache is not None:
-                raw = self.detector.leave_one_out_raw_
-                fitcache.save_scorers(self.cache, key, {f"loo.{name}": np.asarray(raw[name], dtype=np.float64) for name in names})
+        names = detector.names_for(len(images))
+        known = decisions is not None and all(f"loo.{name}" in stored for name in names)
+        self.detector = detector.fit(self.references, {name: stored[f"loo.{name}"] for name in names} if known else None)
+        if self.cache is not None and not known:
+            raw = self.detector.leave_one_out_raw_
+            arrays = {f"loo.{name}": np.asarray(raw[name], dtype=np.float64) for name in names}
+            fitcache.save_scorers(self.cache, key, {DECISIONS: np.array(json.dumps(self.decisions, sort_keys=True)), **arrays})
         self._fit = (fit, images)
         return fit
 

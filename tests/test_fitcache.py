@@ -140,3 +140,20 @@ def test_reference_draws_are_stored_so_that_a_warm_run_needs_no_torch(tmp_path, 
     assert {(k, seed): fitcache.draw_references(cache, train, k, seed) for k, seed in expected} == expected
     monkeypatch.setattr(data, "draw_references", lambda *args: pytest.fail("drawn again"))
     assert {(k, seed): fitcache.draw_references(cache, train, k, seed) for k, seed in expected} == expected
+
+
+def test_what_the_references_decided_is_stored_with_the_fit(tiny_loco_root, tmp_path, no_work, monkeypatch):
+    from loco_ad import pipeline as pipeline_module
+
+    choices = ["adapt.choices=registration.motion=euclidean|none"]
+    cold = _evaluate(tiny_loco_root, choices, cache=tmp_path / "cache")
+    assert cold.decisions and {row["k"] for row in cold.decisions} == set(SHOTS)
+    no_work.update(fit=0, raw=0, models=0)
+    with monkeypatch.context() as patch:
+        patch.setattr(pipeline_module, "choose_settings", lambda *args: pytest.fail("decided again"))
+        warm = _evaluate(tiny_loco_root, choices, cache=tmp_path / "cache")
+    assert no_work == {"fit": 0, "raw": 0, "models": 0}
+    assert _same(warm, cold) and warm.decisions == cold.decisions
+    no_work.update(fit=0)  # decisions score with the ensemble: another cap is another fit
+    _evaluate(tiny_loco_root, [*choices, "ensemble.cap=3"], cache=tmp_path / "cache", shots=[2])
+    assert no_work["fit"]
