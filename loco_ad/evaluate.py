@@ -14,6 +14,12 @@ from the disk cache, not from memory), and of each prediction only its scores
 and its anomaly map at the pixel metrics' size (``EvaluationConfig.pixel_long_side``)
 are kept until the fit's metrics are computed; a hook gets what its ``keep``
 function keeps (by default the scores alone, ``Prediction.scores_only``).
+
+With a cache, each fit goes through ``Pipeline.fit_cached`` and
+``Pipeline.raw_scores_many`` (``loco_ad.fitcache``): a fit, a test image's raw
+scores and maps, a fit's pixel metrics and the reference draws computed before
+are read back, and the detector only combines raw scores (``Detector.combine``),
+so a re-run, or one with another ensemble, fits and scores nothing.
 """
 
 from __future__ import annotations
