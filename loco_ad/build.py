@@ -22,8 +22,12 @@ from loco_ad.stages.register import Registration
 
 
 def build_normaliser(config: PipelineConfig) -> Normaliser | None:
-    """The light normalisation ``config`` asks for (``normalisation`` block), or None for ``method="none"``."""
+    """The light normalisation ``config`` asks for (``normalisation`` block), or None for ``method="none"``.
+
+    Where it applies (``after_registration``) is the pipeline's business, not the normaliser's.
+    """
     settings = dataclasses.asdict(config.normalisation)
+    settings.pop("after_registration")
     return None if settings["method"] == "none" else Normaliser(**settings)
 
 

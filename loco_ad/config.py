@@ -322,11 +322,15 @@ class NormalisationConfig(_Settings):
         (a robust plane of the log ratio per channel: a gradient of light as well).
       side: long side in pixels of the blurred copies the light is compared on.
       max_gain: largest factor the light of a channel (or pixel) is multiplied or divided by.
+      after_registration: compare and correct the light of the registered image (the references
+        registered onto the first one) instead of the image as given, so that a part that moved is
+        not read as a change of light; False (default) normalises before registration.
     """
 
     method: Literal["none", "gain", "flat_field"] = "none"
     side: int = 32
     max_gain: float = 4.0
+    after_registration: bool = False
 
     def _check(self) -> None:
         _require(self.side >= 4, "normalisation.side must be >= 4")

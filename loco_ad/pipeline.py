@@ -129,6 +129,7 @@ class Pipeline:
         self.detector: Detector | None = None
         self.registration: Registration | None = None
         self.normaliser: Normaliser | None = None
+        self._normalise_registered = False  # normalisation.after_registration of the last fit
         self.decisions: dict = {}  # what the references decided in the last fit (``loco_ad.adapt``)
 
     @classmethod
@@ -238,9 +239,11 @@ class Pipeline:
                 keys.append(self._keys_by_path[path_id])
                 continue
             original = self._working_rgb(image)
-            if self.normaliser is not None:
+            if self.normaliser is not None and not self._normalise_registered:
                 original = self.normaliser(original)
             rgb, matrix = self.registration.register(original) if self.registration is not None else (original, None)
+            if self.normaliser is not None and self._normalise_registered:
+                rgb = self.normaliser(rgb)
             key = AnalysisCache.key(rgb, self.model_key)
             if path_id is not None and remember:
                 self._keys_by_path[path_id] = key
@@ -390,16 +393,23 @@ class Pipeline:
         self._activate(config)
         self._fit = None  # raw_scores_many belongs to fit_cached's fits
         self.normaliser = build_normaliser(self.active_config)
-        if self.normaliser is not None:
-            self.normaliser.fit([self._working_rgb(image) for image in images])
-            self._keys_by_path.clear()  # a path's normalised content depends on the references
-            self._prepared.clear()
+        self._normalise_registered = self.active_config.normalisation.after_registration
+        references = [self._working_rgb(image) for image in images] if self.normaliser is not None else []
+        if self.normaliser is not None and not self._normalise_registered:
+            self.normaliser.fit(references)
         self.registration = build_registration(self.active_config)
         if self.registration is not None:
             first = self._working_rgb(images[0])
-            self.registration.fit(first if self.normaliser is None else self.normaliser(first))
+            normalised_first = self.normaliser is not None and not self._normalise_registered
+            self.registration.fit(self.normaliser(first) if normalised_first else first)
             self._keys_by_path.clear()  # a path's registered content depends on the first reference
             self._prepared = {key: image for key, image in self._prepared.items() if image.matrix is None}
+        if self.normaliser is not None:
+            if self._normalise_registered:
+                self.normaliser.fit([self.registration.register(rgb)[0] for rgb in references]
+                                    if self.registration is not None else references)
+            self._keys_by_path.clear()  # a path's normalised content depends on the references
+            self._prepared.clear()
         prepared = self.prepare_many(images)
         if not self.segments_per_image:
             self.segmenter.fit([p.rgb for p in prepared])

@@ -85,3 +85,21 @@ def test_relit_good_images_score_as_good_with_the_flat_field(loco_sample, tmp_pa
         plain = np.mean([p.score for p in pipeline.predict_many(good)])
         ratios[method] = np.mean([p.score for p in pipeline.predict_many(changed)]) / plain
     assert ratios["flat_field"] < 1.2 < ratios["none"]
+
+
+def test_after_registration_the_registered_image_is_normalised(loco_sample, tmp_path):
+    """``after_registration`` swaps the order: register, then map the light (fitted on the registered references)."""
+    folder = loco_sample / "juice_bottle"
+    references = sorted((folder / "train" / "good").glob("*.png"))[:4]
+    good = read_image(sorted((folder / "test" / "good").glob("*.png"))[0])
+    image = relit(np.roll(good, (6, -4), axis=(0, 1)), exposure=0.7, gradient=0.3)
+    prepared = {}
+    for after in (False, True):
+        overrides = ["normalisation.method=flat_field", f"normalisation.after_registration={after}"]
+        pipeline = Pipeline.from_preset("offline", overrides=overrides, cache_dir=tmp_path, progress=False).fit(references)
+        working = pipeline._working_rgb(image)
+        register, normalise = (lambda rgb: pipeline.registration.register(rgb)[0]), pipeline.normaliser
+        expected = normalise(register(working)) if after else register(normalise(working))
+        prepared[after] = pipeline.prepare_many([image])[0].rgb
+        assert np.array_equal(prepared[after], expected)
+    assert not np.array_equal(prepared[False], prepared[True])
