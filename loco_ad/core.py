@@ -226,10 +226,13 @@ class Detector:
           the ``Prediction``: the sum, the summed maps of the patch scorers, each
           scorer's contribution and raw score, and ``image`` itself.
         """
-        raw = self.raw(image)
-        maps = {name: value.map for name, value in raw.items() if value.map is not None}
-        score, scores, anomaly_map = self.combine({name: value.value for name, value in raw.items()}, maps)
-        return Prediction(score, anomaly_map, scores, {name: value.value for name, value in raw.items()}, image)
+        return self.prediction(self.raw(image), image)
+
+    def prediction(self, raw: Mapping[str, Score], image: ImageAnalysis | None) -> Prediction:
+        """The ``Prediction`` of an image from its scorers' raw scores and maps (``raw``, as ``raw`` returns them)."""
+        values = {name: value.value for name, value in raw.items()}
+        score, scores, anomaly_map = self.combine(values, {name: v.map for name, v in raw.items() if v.map is not None})
+        return Prediction(score, anomaly_map, scores, values, image)
 
     def leave_one_out_scores(self) -> list[float]:
         """The score of each reference when left out of the fit, on the scale of test scores.

@@ -275,7 +275,7 @@ def pixel_row(
       union: per test image all its defects in one mask; masks: its defect channels.
       maps, types, defects, scale, fpr_limit: as for ``spro_by_type``.
     """
-    key = fitcache.pixel_metrics_key(maps, masks, repr((list(types), defects, scale, fpr_limit))) if cache else None
+    key = fitcache.pixel_metrics_key(maps, masks, repr((list(types), defects, scale, fpr_limit))) if cache is not None else None
     stored = cache.load(key) if cache is not None else None
     if stored is not None and all(column in stored for column in PIXEL_COLUMNS):
         return {column: float(stored[column]) for column in PIXEL_COLUMNS}

@@ -531,10 +531,7 @@ class Pipeline:
                 raw = detector.raw(analysis)
                 if not whole:
                     return _raw_arrays(raw, prepared, size), None
-                values = {name: value.value for name, value in raw.items()}
-                total, contributions, anomaly_map = detector.combine(values, {n: v.map for n, v in raw.items() if v.map is not None})
-                prediction = Prediction(total, anomaly_map, contributions, values, analysis)
-                return _raw_arrays(raw, prepared, size), _in_input_frame(prediction, prepared)
+                return _raw_arrays(raw, prepared, size), _in_input_frame(detector.prediction(raw, analysis), prepared)
 
             computed = self._map_analysed([images[i] for i, _ in missing], score, False, False, threads=not detector.uses_gpu)
             for (index, key), (arrays, prediction) in zip(missing, computed):
