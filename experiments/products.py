@@ -13,8 +13,8 @@ averaged over the seeds. The columns:
 - ``pixel``: the same settings with the pixel baseline alone (``--scorers pixel``,
   so after the preset's registration), plus ``--pixel-set``;
 - ``release``: the release before issue 27 (commit 1dda9bf): the default with
-  ``--baseline-set``, the knobs that put back that release's behaviour (none
-  while every new knob defaults to it).
+  ``--baseline-set``, the knobs that put back that release's behaviour (by
+  default ``RELEASE``: no light normalisation, no pixel scorer in the ensemble).
 
 Products (``--products``, default all):
 
@@ -104,6 +104,7 @@ from loco_ad.io import ResultSet, write_atomic, write_csv, write_json
 
 PRODUCTS = ("juice_bottle", "tire", "posed", "juice_bottle_relit")
 COLUMNS = ("default", "pixel", "release")
+RELEASE = ("normalisation.method=none", "ensemble.scorers=class_agnostic,foreground,histogram")
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
@@ -284,8 +285,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-anomalous", type=int, default=60, help="anomalous test images per product at most (default 60)")
     parser.add_argument("--posed-shift", type=float, default=10.0, help="pose range of the posed product in pixels (default 10)")
     parser.add_argument("--pixel-set", action="append", default=[], metavar="KEY=VALUE", help="more overrides of the pixel column")
-    parser.add_argument("--baseline-set", action="append", default=[], metavar="KEY=VALUE",
-                        help="overrides that make the release column (the release before issue 27, commit 1dda9bf)")
+    parser.add_argument("--baseline-set", action="append", metavar="KEY=VALUE",
+                        help="overrides that make the release column (the release before issue 27, commit 1dda9bf; "
+                             f"default {' '.join(RELEASE)})")
     group = parser.add_argument_group("choice across products")
     group.add_argument("--grid", nargs="+", default=[], metavar="KEY=V1,V2", help="candidate knobs (a product), as cross_validate.py")
     group.add_argument("--grid-file", type=Path, help="JSON grid, as cross_validate.py")
@@ -302,6 +304,8 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> int:
         base = config_from_args(args)
+        if args.baseline_set is None:
+            args.baseline_set = list(RELEASE)
         if printed_config(args, base):
             return 0
         if min(args.max_good, args.max_anomalous) < args.folds:

@@ -143,6 +143,8 @@ def build_detector(config: PipelineConfig, gpu: bool = False) -> Detector:
     Returns:
       the detector.
     """
+    from loco_ad.features import SCORERS
+
     ensemble = config.ensemble
     return Detector(
         {name: partial(build_scorer, name, config, gpu) for name in ensemble.scorers},
@@ -155,5 +157,6 @@ def build_detector(config: PipelineConfig, gpu: bool = False) -> Detector:
         single_reference_scorers=ensemble.single_reference_scorers,
         threshold_rule=ensemble.threshold_rule,
         target_fpr=ensemble.target_fpr,
+        coarse_maps=tuple(name for name in ensemble.scorers if not getattr(SCORERS[name], "localises", True)),
         uses_gpu=gpu,
     )

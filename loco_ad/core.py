@@ -34,7 +34,8 @@ class Detector:
     from 0.844 to 0.879 (0.867 to 0.900 with the patch scorers'
     ``reference_penalty``), mostly on the draw whose references lack one of the
     three juice variants. Maps are always the plain sum of the patch scorers'
-    maps divided by their weights (times the multipliers).
+    maps divided by their weights (times the multipliers); the maps of
+    ``coarse_maps`` scorers enter only when no other scorer gives a map.
 
     Scikit-learn style: parameters in ``__init__``, learning in ``fit`` (a new
     fit replaces everything learnt), fitted attributes end in ``_``. Build one
@@ -55,6 +56,8 @@ class Detector:
       threshold_rule: how ``auto_threshold`` turns the references' leave-one-out
         scores into a verdict threshold (a key of ``loco_ad.threshold.RULES``).
       target_fpr: the false-positive rate the ``fpr`` rule aims at, in (0, 1).
+      coarse_maps: scorers whose map is too coarse to localise with others (the pixel
+        baseline's thumbnail difference): summed only when no other scorer gives a map.
       uses_gpu: True when the scorers' patch banks live on a GPU (faiss GPU
         indexes must not be searched from several threads at once).
     """
@@ -71,6 +74,7 @@ class Detector:
         single_reference_scorers: Sequence[str] = (),
         threshold_rule: str = "mean",
         target_fpr: float = 0.05,
+        coarse_maps: Sequence[str] = (),
         uses_gpu: bool = False,
     ) -> None:
         if combination not in ("log", "sum"):
@@ -89,6 +93,7 @@ class Detector:
             raise ConfigError(f"target_fpr must lie in (0, 1), got {target_fpr}")
         self.threshold_rule = threshold_rule
         self.target_fpr = target_fpr
+        self.coarse_maps = tuple(coarse_maps)
         self.uses_gpu = uses_gpu
 
     def names_for(self, k: int) -> tuple[str, ...]:
@@ -209,12 +214,13 @@ class Detector:
           maps divided by their weights times the multipliers (None without maps).
         """
         self._fitted()
-        scores, anomaly_map = {}, None
-        for name in self.names_:
-            scores[name] = float(self.contribution(name, raw_scores[name], self.weights_[name], self._alone))
-            if name in raw_maps:
-                weighted = raw_maps[name] * self._map_factor(name)
-                anomaly_map = weighted if anomaly_map is None else anomaly_map + weighted
+        scores = {name: float(self.contribution(name, raw_scores[name], self.weights_[name], self._alone)) for name in self.names_}
+        mapped = [name for name in self.names_ if name in raw_maps]
+        fine = [name for name in mapped if name not in self.coarse_maps]
+        anomaly_map = None
+        for name in fine or mapped:
+            weighted = raw_maps[name] * self._map_factor(name)
+            anomaly_map = weighted if anomaly_map is None else anomaly_map + weighted
         return float(sum(scores.values())), scores, anomaly_map
 
     def score(self, image: ImageAnalysis) -> Prediction:

@@ -58,6 +58,27 @@ def test_a_missing_part_still_stands_out(juice, method):
     assert error(normaliser(relit(missing, exposure=0.7))[box], normaliser(image)[box]) > 0.7 * before
 
 
+@pytest.mark.parametrize("method", ["gain", "flat_field"])
+def test_light_within_the_tolerance_is_left_alone(juice, method):
+    """Under the references' own light the image comes back byte for byte; light that changed is still corrected."""
+    references, image = juice
+    apparent = float(np.abs(np.log(Normaliser(method).fit(references).gain(image))).max())
+    assert apparent > 0.02  # content read as light: what the tolerance is for
+    normaliser = Normaliser(method, tolerance=apparent + 0.01).fit(references)
+    assert np.array_equal(normaliser(image), image)
+    changed = relit(image, exposure=0.5, balance=(1.2, 1.0, 0.8))
+    assert error(normaliser(changed), image) < 0.5 * error(changed, image)
+
+
+def test_the_offline_preset_corrects_light_from_two_references_on():
+    """The offline preset's gain (tolerance 0.1) holds from k = 2; one reference is taken as it is."""
+    preset = get_preset("offline")
+    light = preset.for_references(2).normalisation
+    assert (light.method, light.tolerance) == ("gain", 0.1)
+    assert preset.for_references(1).normalisation.method == "none"
+    assert build_normaliser(preset.for_references(1)) is None
+
+
 def test_gains_are_clipped(juice):
     references, _ = juice
     black = np.full_like(references[0], 1)
@@ -65,11 +86,12 @@ def test_gains_are_clipped(juice):
 
 
 def test_method_none_builds_nothing_and_bad_values_are_refused():
-    assert get_preset("offline").normalisation.method == "none"
-    assert build_normaliser(get_preset("offline")) is None
+    assert build_normaliser(apply_overrides(get_preset("offline"), ["normalisation.method=none"])) is None
     assert isinstance(build_normaliser(apply_overrides(get_preset("offline"), ["normalisation.method=flat_field"])), Normaliser)
     with pytest.raises(ConfigError, match="normalisation.max_gain"):
         apply_overrides(get_preset("offline"), ["normalisation.max_gain=0.5"])
+    with pytest.raises(ConfigError, match="normalisation.tolerance"):
+        apply_overrides(get_preset("offline"), ["normalisation.tolerance=-0.1"])
 
 
 def test_relit_good_images_score_as_good_with_the_flat_field(loco_sample, tmp_path):

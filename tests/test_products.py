@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from experiments.cross_validate import ImageSet
-from experiments.products import Product, choose_across, cross_validate_products, main, relight, subsample
+from experiments.products import RELEASE, Product, choose_across, cross_validate_products, main, relight, subsample
 from tests.loco_tree import make_loco_tree
 
 
@@ -81,7 +81,7 @@ def test_cli_writes_the_table_with_the_choice_across_products(tmp_path: Path, ca
     assert len([r for r in rows if r["column"] == "pixel"]) == 2 * 2  # products × (seed, k)
     report = json.loads((out / "products.json").read_text())
     assert report["products"]["posed"] == {"good": 4, "anomalous": 4, "train": 40}
-    assert report["table"]["tire"]["default"] == report["table"]["tire"]["release"]  # no --baseline-set: the same settings
+    assert report["baseline_set"] == list(RELEASE)  # no --baseline-set: the release's settings
     assert report["choice"]["candidates"] == ["preset", "ensemble.scorers=foreground"]
     assert (out / "products.md").read_text().startswith("| product | k | default | pixel | release | chosen |")
 

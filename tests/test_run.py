@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from loco_ad import run
-from loco_ad.config import ALL_SCORERS
+from loco_ad.config import ALL_SCORERS, get_preset
 from tests.loco_tree import make_loco_tree
 
 
@@ -76,7 +76,8 @@ def test_second_run_does_no_model_work_and_gives_identical_scores(tmp_path, tiny
     args = ["--data-root", str(tiny_loco_root), "--shots", "2", "--seeds", "42", "--preset", "offline"]
     assert _run(tmp_path, *args, "--out", str(tmp_path / "a")) == 0
     capsys.readouterr()
-    assert _run(tmp_path, *args, "--scorers", "class_agnostic,foreground,histogram", "--out", str(tmp_path / "b")) == 0
+    scorers = ",".join(get_preset("offline").ensemble.scorers)  # the preset's own, named
+    assert _run(tmp_path, *args, "--scorers", scorers, "--out", str(tmp_path / "b")) == 0
     assert " 0 misses" in capsys.readouterr().out
     assert _rows(tmp_path / "a" / "scores.csv") == _rows(tmp_path / "b" / "scores.csv")
 

@@ -177,6 +177,19 @@ def test_detector_without_patch_scorer_has_no_map(references) -> None:
     assert result.map is None and set(result.scores) == {"histogram", "colour"}
 
 
+def test_the_pixel_baseline_scores_beside_the_patch_scorers_but_maps_only_alone(references) -> None:
+    """Its thumbnail difference adds to the image score; the map is the patch scorers' unless it scores alone."""
+    image = analysis_from_scene(make_scene("scratch", seed=20))
+    both = _detector(("class_agnostic", "pixel")).fit(references)
+    result = both.score(image)
+    assert set(result.scores) == {"class_agnostic", "pixel"} and result.scores["pixel"] > 0
+    raw = build_scorer("class_agnostic", CONFIG).fit(references).score(image)
+    np.testing.assert_allclose(result.map, raw.map / both.weights["class_agnostic"], rtol=1e-5)
+    alone = _detector(("pixel",)).fit(references)
+    pixel = build_scorer("pixel", CONFIG).fit(references).score(image)
+    np.testing.assert_allclose(alone.score(image).map, pixel.map / alone.weights["pixel"], rtol=1e-5)
+
+
 def test_single_reference_uses_fallback_scales(references) -> None:
     detector = _detector(ALL_SCORERS).fit(references[:1])
     assert detector.used_fallback and detector.leave_one_out_scores() == []

@@ -21,6 +21,14 @@ mean would shift every colour towards the references' when one juice is of
 another colour, and a per-pixel ratio of blurred images would flatten the part
 itself. Factors are clipped to [1/``max_gain``, ``max_gain``]. ``method="none"``
 is the release before this stage (``loco_ad.build.build_normaliser`` builds none).
+
+The estimate reads content as light too: a good juice_bottle image under the
+references' own lamp reads as a few per cent of gain per channel, and its plane
+as tens of per cent at a corner, because its bottle, label and fill differ from
+the references'. With ``tolerance`` > 0 an image whose largest
+factor stays within e^±tolerance is left exactly as it is: only light that
+clearly changed is corrected, and a product photographed under one lamp keeps
+the images the detector was tuned on.
 """
 
 from __future__ import annotations
@@ -41,16 +49,18 @@ class Normaliser:
       method: ``"gain"`` or ``"flat_field"``.
       side: long side in pixels of the blurred copies the light is compared on.
       max_gain: largest factor a channel (or pixel) is multiplied or divided by.
+      tolerance: largest |log factor| left uncorrected (0: every image is corrected).
     """
 
     version = 1
 
-    def __init__(self, method: str = "gain", side: int = 32, max_gain: float = 4.0) -> None:
+    def __init__(self, method: str = "gain", side: int = 32, max_gain: float = 4.0, tolerance: float = 0.0) -> None:
         if method not in METHODS:
             raise ValueError(f"unknown normalisation {method!r}; choose from {', '.join(METHODS)}")
         self.method = method
         self.side = side
         self.max_gain = max_gain
+        self.tolerance = tolerance
 
     def fit(self, references: Sequence[np.ndarray]) -> "Normaliser":
         """Learn the references' light from H×W×3 uint8 RGB images (resized to the first's size); returns self."""
@@ -65,7 +75,7 @@ class Normaliser:
         return np.log(cv2.GaussianBlur(small, (0, 0), 1.0) + 1.0)
 
     def gain(self, rgb: np.ndarray) -> np.ndarray:
-        """The factor each pixel's channels are multiplied by: 1×1×3 (``gain``) or H×W×3 (``flat_field``)."""
+        """The factor each pixel's channels are multiplied by: 1×1×3 (``gain``) or H×W×3 (``flat_field``); all 1 within ``tolerance``."""
         ratio = self.log_light_ - self._log_light(rgb)  # h×w×3
         if self.method == "gain":
             log_gain = np.median(ratio.reshape(-1, 3), axis=0)[None, None]
@@ -76,7 +86,10 @@ class Normaliser:
             height, width = rgb.shape[:2]
             yy, xx = np.meshgrid(np.linspace(-1, 1, height), np.linspace(-1, 1, width), indexing="ij")
             log_gain = np.stack([p.intercept_ + p.coef_[0] * yy + p.coef_[1] * xx for p in planes], -1)
-        return np.exp(np.clip(log_gain, -np.log(self.max_gain), np.log(self.max_gain))).astype(np.float32)
+        log_gain = np.clip(log_gain, -np.log(self.max_gain), np.log(self.max_gain))
+        if np.abs(log_gain).max() <= self.tolerance:
+            log_gain = np.zeros_like(log_gain)
+        return np.exp(log_gain).astype(np.float32)
 
     def __call__(self, rgb: np.ndarray) -> np.ndarray:
         """``rgb`` (H×W×3 uint8) under the references' light, H×W×3 uint8."""
