@@ -11,7 +11,7 @@ averaged over the seeds. The columns:
 
 - ``default``: the preset (``--preset``, default offline) with ``--set``;
 - ``pixel``: the same settings with the pixel baseline alone (``--scorers pixel``,
-  so after the preset's registration), plus ``--pixel-set``;
+  so after the preset's light normalisation and registration), plus ``--pixel-set``;
 - ``release``: the release before issue 27 (commit 1dda9bf): the default with
   ``--baseline-set``, the knobs that put back that release's behaviour (by
   default ``RELEASE``: no light normalisation, no pixel scorer in the ensemble).
