@@ -359,6 +359,12 @@ class AdaptConfig(_Settings):
         values where a lead of 0.016 would have dropped its position block).
       defects_per_kind: synthetic defects of each kind made from each reference.
       seed: seed of the synthetic defects.
+      layout_free: ``key=value`` overrides (as ``few_references``) in force when the references
+        share no layout: when the mean correlation of their small grey copies, registered onto
+        the first, is below ``layout_threshold`` (``loco_ad.adapt.layout_agreement``; a surface
+        photographed in crops of any place and size, where the place of a patch means nothing).
+        Empty (default): not decided. Decided from ``min_references`` references on.
+      layout_threshold: the correlation below which the references share no layout.
     """
 
     choices: tuple[str, ...] = ()
@@ -367,6 +373,8 @@ class AdaptConfig(_Settings):
     margin: float = 0.05
     defects_per_kind: int = 2
     seed: int = 0
+    layout_free: Overrides = ()
+    layout_threshold: float = 0.5
 
     def _check(self) -> None:
         _require(self.min_references >= 2, "adapt.min_references must be >= 2 (a choice needs a reference to leave out)")
@@ -376,6 +384,16 @@ class AdaptConfig(_Settings):
             key, sep, values = choice.partition("=")
             _require(bool(sep and key.strip() and values.strip()), f"adapt choice {choice!r} must read key=value1|value2")
             _require(not key.strip().startswith("adapt."), f"adapt choice {choice!r} cannot choose the adapt settings")
+        for override in self.layout_free:
+            key, sep, value = override.partition("=")
+            _require(bool(sep and key.strip()), f"adapt.layout_free override {override!r} must read key=value")
+            _require(not key.strip().startswith("adapt."), f"adapt.layout_free override {override!r} cannot set the adapt settings")
+        _require(-1 <= self.layout_threshold <= 1, "adapt.layout_threshold must lie in [-1, 1] (a correlation)")
+
+    @property
+    def decides(self) -> bool:
+        """Whether the references decide anything (``choices`` or ``layout_free``)."""
+        return bool(self.choices or self.layout_free)
 
     def candidates(self) -> list[tuple[str, ...]]:
         """Every combination of the choices' values as ``key=value`` overrides; the first values' first."""
@@ -846,13 +864,13 @@ class PipelineConfig(_Settings):
                 self.for_references(1)
             except ConfigError as error:
                 raise ConfigError(f"few_references: {error}") from None
-        if self.adapt.choices:
+        if self.adapt.decides:
             plain = dataclasses.replace(self, adapt=AdaptConfig())
-            for overrides in self.adapt.candidates():
+            for name, overrides in (*(("adapt.choices", c) for c in self.adapt.candidates()), ("adapt.layout_free", self.adapt.layout_free)):
                 try:
                     apply_overrides(plain, overrides)
                 except ConfigError as error:
-                    raise ConfigError(f"adapt.choices: {error}") from None
+                    raise ConfigError(f"{name}: {error}") from None
         if self.alignment.method == "segmenter" and self.segmenter.kind != "colour_clusters":
             raise ConfigError("alignment 'segmenter' needs the colour_clusters segmenter; SAM segments carry no class ids")
         if self.input_size is not None:
@@ -920,8 +938,12 @@ PRESETS: dict[str, PipelineConfig] = {
         # chosen by experiments/cross_validate.py over 4/6/8 (grid
         # experiments/grids/offline_honest.json, with neighbour_weight 0/1,
         # 6/8/10 colours and the scorer and ensemble settings)
+        # texture_weight 1: the local-binary-pattern / Laplacian block (candidates 0 / 0.5 / 1 / 2,
+        # chosen across products by experiments/products.py, see the README's products table)
         embedder=EmbedderConfig(
-            kind="handcrafted", image_size=448, handcrafted=HandcraftedEmbedderConfig(neighbour_weight=1.0, position_weight=8.0)
+            kind="handcrafted",
+            image_size=448,
+            handcrafted=HandcraftedEmbedderConfig(neighbour_weight=1.0, texture_weight=1.0, position_weight=8.0),
         ),
         # every image laid onto the first reference (shift and turn) before the
         # descriptors, whose position block then compares like with like:
@@ -968,6 +990,10 @@ PRESETS: dict[str, PipelineConfig] = {
         # held fixed, k = 1 AUROC 0.704 -> 0.789. The fallback scales are this
         # descriptor's (experiments/fallback_scales.py: medians 0.00779, 0.00896).
         # Why only k = 1, and not a heavier position block: the README, "One reference"
+        # references that share no layout (crops of a surface at any place and size: their small
+        # grey copies do not correlate, loco_ad.adapt.layout_agreement) are compared without
+        # registration and without the position block
+        adapt=AdaptConfig(layout_free=("registration.motion=none", "embedder.handcrafted.position_weight=0")),
         few_references=(
             "embedder.handcrafted.colour_weight=0.25",
             "ensemble.fallback_scales.class_agnostic=0.008",

@@ -385,11 +385,11 @@ class Pipeline:
             raise DataError("fit needs at least one good image")
         config = self.config.for_references(len(images))
         self.decisions = {}
-        if config.adapt.choices and decisions is not None:
+        if config.adapt.decides and decisions is not None:
             config, self.decisions = apply_decisions(config, decisions), decisions
-        elif config.adapt.choices:
+        elif config.adapt.decides:
             inputs = [image if isinstance(image, np.ndarray) else read_image(image) for image in images]
-            config, self.decisions = choose_settings(config, inputs, self._candidate_scores())
+            config, self.decisions = choose_settings(config, inputs, self._candidate_scores(), build_registration(config))
         self._activate(config)
         self._fit = None  # raw_scores_many belongs to fit_cached's fits
         self.normaliser = build_normaliser(self.active_config)

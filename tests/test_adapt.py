@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from loco_ad.adapt import choose_settings
+from loco_ad.adapt import choose_settings, layout_agreement
 from loco_ad.config import ConfigError, apply_overrides, get_preset
 from loco_ad.pipeline import Pipeline
+from loco_ad.stages.register import Registration
 from loco_ad.synthetic import DEFECTS
 from tests.scenes import make_scene
 
@@ -91,4 +92,86 @@ def test_the_pipeline_fits_with_the_chosen_settings_and_exposes_them(tmp_path) -
     assert pipeline.active_config.registration.motion == chosen["registration.motion"]
     assert pipeline.active_config.embedder.handcrafted.position_weight == float(chosen["embedder.handcrafted.position_weight"])
     assert pipeline.embedder.position_weight == pipeline.active_config.embedder.handcrafted.position_weight
-    assert Pipeline.from_preset("offline", cache_dir=tmp_path, progress=False).fit(references(2)).decisions == {}
+    plain = Pipeline.from_preset("offline", overrides=["adapt.layout_free="], cache_dir=tmp_path, progress=False)
+    assert plain.fit(references(2)).decisions == {}  # nothing to decide, nothing recorded
+    preset = Pipeline.from_preset("offline", cache_dir=tmp_path, progress=False).fit(references(2))
+    assert preset.decisions["chosen"] == {} and preset.decisions["layout_agreement"] > 0.9  # the scenes share a layout
+
+
+LAYOUT_FREE = "adapt.layout_free=registration.motion=none,embedder.handcrafted.position_weight=0"
+
+
+def gravel_crops(n: int, seed: int = 0) -> list[np.ndarray]:
+    """Crops of scikit-image's gravel photograph at random places and sizes: a surface without a layout."""
+    from skimage.data import gravel
+
+    texture, rng = gravel(), np.random.default_rng(seed)
+    crops = []
+    for _ in range(n):
+        side = int(rng.integers(160, 320))
+        y, x = rng.integers(0, 512 - side, 2)
+        crops.append(np.repeat(texture[y : y + side, x : x + side, None], 3, axis=-1))
+    return crops
+
+
+def moved(image: np.ndarray, n: int) -> list[np.ndarray]:
+    """``image`` shifted by a few pixels, n times: one layout."""
+    rng = np.random.default_rng(0)
+    return [np.roll(image, tuple(rng.integers(-4, 5, 2)), axis=(0, 1)) for _ in range(n)]
+
+
+def test_layout_agreement_tells_one_layout_from_crops_of_a_surface() -> None:
+    registration = Registration()
+    scene = make_scene(seed=0).rgb
+    assert layout_agreement(moved(scene, 4), registration) > 0.9
+    assert layout_agreement(moved(scene, 4), None) > 0.7  # unregistered, a few pixels off still agree
+    assert abs(layout_agreement(gravel_crops(4), registration)) < 0.3
+
+
+def test_references_without_a_layout_get_the_layout_free_settings_and_the_record_says_why() -> None:
+    never = lambda *args: pytest.fail("no choice to score")  # noqa: E731
+    config = config_with(LAYOUT_FREE)
+    free, record = choose_settings(config, gravel_crops(3), never, Registration())
+    assert free.registration.motion == "none" and free.embedder.handcrafted.position_weight == 0
+    assert record["chosen"] == {"registration.motion": "none", "embedder.handcrafted.position_weight": "0"}
+    assert record["layout_agreement"] < config.adapt.layout_threshold and record["references"] == 3
+    kept, record = choose_settings(config, moved(make_scene(seed=0).rgb, 3), never, Registration())
+    assert kept == config and record["chosen"] == {} and record["layout_agreement"] > config.adapt.layout_threshold
+    kept, record = choose_settings(config, gravel_crops(1), never, Registration())  # one reference: nothing to compare
+    assert kept == config and record == {"chosen": {}, "references": 1}
+
+
+def test_the_choices_are_judged_on_top_of_the_layout_decision() -> None:
+    seen = []
+
+    def score(config, fit_images, tests):
+        seen.append(config.embedder.handcrafted.position_weight)
+        return [0.5] * len(tests)
+
+    config, record = choose_settings(config_with(LAYOUT_FREE, "adapt.choices=embedder.handcrafted.colour_weight=1|0.5"),
+                                     gravel_crops(2), score)
+    assert set(seen) == {0} and config.embedder.handcrafted.position_weight == 0
+    assert record["chosen"]["embedder.handcrafted.colour_weight"] == "1" and len(record["auroc"]) == 2
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("adapt.layout_free=registration.motion=sideways", "adapt.layout_free: bad value 'sideways'"),
+        ("adapt.layout_free=adapt.seed=3", "cannot set the adapt settings"),
+        ("adapt.layout_threshold=2", "must lie in"),
+    ],
+)
+def test_bad_layout_settings_are_refused(override: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        config_with(override)
+
+
+def test_a_fit_on_crops_of_a_surface_runs_without_a_layout_and_the_cache_restores_the_decision(tmp_path) -> None:
+    crops = gravel_crops(3)
+    pipeline = Pipeline.from_preset("offline", overrides=[LAYOUT_FREE], cache_dir=tmp_path, progress=False)
+    pipeline.fit_cached(crops)
+    assert pipeline.active_config.registration.motion == "none" and pipeline.embedder.position_weight == 0
+    restored = Pipeline.from_preset("offline", overrides=[LAYOUT_FREE], cache_dir=tmp_path, progress=False)
+    restored.fit_cached(crops)
+    assert restored.decisions == pipeline.decisions and restored.active_config == pipeline.active_config

@@ -62,6 +62,9 @@ def test_the_settings_page_lists_exactly_the_keys_print_config_prints(capsys) ->
     listed = set(re.findall(r"^\| `([^`]+)` \|", settings_markdown(), re.M))
     assert listed == printed
     assert len(listed) == len(knobs(PRESETS["offline"]))
+    count = len(listed)
+    assert f"Every knob ({count})" in (ROOT / "README.md").read_text(encoding="utf-8")
+    assert f"\n{count} knobs (the" in (ROOT / "docs" / "configuration.md").read_text(encoding="utf-8")
 
 
 def test_every_setting_has_a_type_and_a_description() -> None:

@@ -339,4 +339,5 @@ def test_reference_decisions_are_in_results_json(folders: Path, predicted: tuple
     decided = meta["extra"]["reference decisions"]
     assert decided["references"] == 3 and set(decided["auroc"]) == {"embedder.handcrafted.position_weight=8", "embedder.handcrafted.position_weight=0"}
     assert decided["chosen"]["embedder.handcrafted.position_weight"] in ("8", "0")
-    assert "reference decisions" not in json.loads((predicted[0] / "results.json").read_text())["meta"]["extra"]
+    default = json.loads((predicted[0] / "results.json").read_text())["meta"]["extra"]["reference decisions"]
+    assert set(default) == {"chosen", "references", "layout_agreement"} and "auroc" not in default  # the preset's layout check alone

@@ -10,7 +10,18 @@ import numpy as np
 import pytest
 
 from experiments.cross_validate import ImageSet
-from experiments.products import RELEASE, Product, choose_across, cross_validate_products, main, relight, subsample
+from experiments.products import (
+    RELEASE,
+    TEXTURE_DEFECTS,
+    Product,
+    choose_across,
+    cross_validate_products,
+    main,
+    relight,
+    subsample,
+    texture_crop,
+    with_texture_defect,
+)
 from tests.loco_tree import make_loco_tree
 
 
@@ -40,6 +51,21 @@ def test_subsample_is_even_deterministic_and_keeps_small_sets() -> None:
     assert subsample(images, 200, 200).files == images.files
 
 
+def test_texture_crops_differ_in_size_and_each_defect_marks_a_small_grey_patch() -> None:
+    from skimage.data import gravel
+
+    rng = np.random.default_rng(0)
+    crops = [texture_crop(gravel(), rng) for _ in range(len(TEXTURE_DEFECTS))]
+    assert len({c.shape for c in crops}) > 1 and all(224 <= c.shape[0] == c.shape[1] <= 384 for c in crops)
+    for crop, kind in zip(crops, TEXTURE_DEFECTS):
+        defective = with_texture_defect(crop, kind, rng)
+        changed = (defective != crop).any(axis=-1)
+        assert defective.shape == crop.shape and (defective == defective[..., :1]).all(), kind  # still grey
+        assert 0.001 < changed.mean() < 0.05, kind
+        ys, xs = np.nonzero(changed)
+        assert min(ys.min(), xs.min()) > 0.1 * crop.shape[0] and max(ys.max(), xs.max()) < 0.9 * crop.shape[0], kind
+
+
 def test_the_worst_product_objective_refuses_to_buy_one_product_with_another() -> None:
     per_product = np.array([[0.80, 0.80], [0.99, 0.70], [0.80, 0.79]])
     assert choose_across(per_product, "worst") == 0
@@ -64,11 +90,34 @@ def test_cross_validation_across_products_holds_out_and_chooses_the_safe_candida
     assert len(by_mean) == 3
 
 
+def test_a_candidate_below_the_release_on_one_product_and_k_does_not_compete() -> None:
+    assert choose_across(np.array([[0.80, 0.80], [0.85, 0.82]]), "worst", np.array([True, False])) == 0
+    assert choose_across(np.array([[0.80, 0.80], [0.85, 0.82]]), "worst", np.array([False, False])) == 1  # none: all compete
+    rng = np.random.default_rng(1)
+    products, scores = [], []
+    for name in ("juice", "tire"):
+        images = _image_set(12, 12)
+        products.append(Product(name, None, images))
+        labels = images.labels.astype(float)
+        noise = rng.random((2, 24))  # two runs (k = 1, 2)
+        fair = (0.6 if name == "juice" else 0.15) * labels + noise  # juice well, the tire hardly
+        release = fair.copy()
+        bold = noise + 2 * labels  # perfect on the tire...
+        if name == "juice":
+            bold[0] = 0.2 * labels + noise[0]  # ...but worse on juice at k = 1
+        scores.append(np.stack([fair, release, bold]))
+    _, free = cross_validate_products(scores, products, [0, 2], n_folds=3, repeats=1, objective="worst")
+    _, bounded = cross_validate_products(scores, products, [0, 2], n_folds=3, repeats=1, objective="worst",
+                                         floor=1, margin=0.01, run_k=[1, 2])
+    assert 2 in {c["candidate"] for c in free}  # unbounded, the worst product buys the tire with juice at k = 1
+    assert {c["candidate"] for c in bounded} == {0}
+
+
 def test_cli_writes_the_table_with_the_choice_across_products(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     shared = tmp_path / "shared"
     make_loco_tree(shared / "mvtec_3d_ad", category="tire", n_train=4, n_good=4, n_logical=0, n_structural=4)
     out = tmp_path / "out"
-    argv = ["--products", "tire", "posed", "--shared-data", str(shared), "--work", str(tmp_path / "work"),
+    argv = ["--products", "tire", "posed", "texture", "--shared-data", str(shared), "--work", str(tmp_path / "work"),
             "--shots", "1", "2", "--seeds", "42", "--max-good", "4", "--max-anomalous", "4", "--folds", "2",
             "--repeats", "1", "--grid", "ensemble.scorers=foreground", "--out", str(out),
             "--cache-dir", str(tmp_path / "cache"), "--quiet"]
@@ -78,9 +127,14 @@ def test_cli_writes_the_table_with_the_choice_across_products(tmp_path: Path, ca
     with open(out / "products.csv", newline="") as file:
         rows = list(csv.DictReader(file))
     assert {r["column"] for r in rows} == {"default", "pixel", "release", "chosen"}
-    assert len([r for r in rows if r["column"] == "pixel"]) == 2 * 2  # products × (seed, k)
+    assert len([r for r in rows if r["column"] == "pixel"]) == 3 * 2  # products × (seed, k)
     report = json.loads((out / "products.json").read_text())
     assert report["products"]["posed"] == {"good": 4, "anomalous": 4, "train": 40}
+    assert report["products"]["texture"] == {"good": 4, "anomalous": 4, "train": 40}
+    # the references of the gravel crops share no layout, the posed photographs' do (one fit of k = 2 each)
+    assert report["layout"]["texture"]["without_layout"] == 1 == report["layout"]["texture"]["fits"]
+    assert report["layout"]["posed"]["without_layout"] == 0 and report["layout"]["posed"]["agreement"][0] > 0.9
+    assert "texture agreement" in printed
     assert report["baseline_set"] == list(RELEASE)  # no --baseline-set: the release's settings
     assert report["choice"]["candidates"] == ["preset", "ensemble.scorers=foreground"]
     assert (out / "products.md").read_text().startswith("| product | k | default | pixel | release | chosen |")
