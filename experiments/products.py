@@ -187,19 +187,28 @@ def loco_product(name: str, root: Path, category: str, extra_good: Path | None =
     return Product(name, data, load_image_set(data, None, extra_good))
 
 
+def generated_product(name: str, work: Path, train: Sequence[np.ndarray], good: Sequence[np.ndarray],
+                      defective: Sequence[np.ndarray]) -> Product:
+    """A product from generated images, written under ``work/<name>`` in the MVTec LOCO layout (defects as structural)."""
+    folder = work / name
+
+    def written(kind: str, images: Sequence[np.ndarray]) -> list[Path]:
+        return [_write_png(folder / kind / f"{i:03d}.png", image) for i, image in enumerate(images)]
+
+    samples = [Sample(path, 0, "good") for path in written("test/good", good)]
+    samples += [Sample(path, 1, "structural") for path in written("test/structural_anomalies", defective)]
+    data = CategoryData(name, folder, written("train/good", train), [], samples, [])
+    return Product(name, data, load_image_set(data, None, None))
+
+
 def posed_product(work: Path, shift: float, seed: int = 1) -> Product:
     """The posed photographs (see the module docstring), written under ``work/posed``."""
     image = photograph("coffee")
     rng = np.random.default_rng(seed)
-    folder = work / "posed"
-    train = [_write_png(folder / "train" / "good" / f"{i:03d}.png", posed(image, shift, rng)) for i in range(40)]
-    samples = [Sample(_write_png(folder / "test" / "good" / f"{i:03d}.png", posed(image, shift, rng)), 0, "good")
-               for i in range(20)]
-    for i in range(24):
-        defective = posed(with_defect(image, DEFECTS[i % len(DEFECTS)], rng), shift, rng)
-        samples.append(Sample(_write_png(folder / "test" / "structural_anomalies" / f"{i:03d}.png", defective), 1, "structural"))
-    data = CategoryData("posed", folder, train, [], samples, [])
-    return Product("posed", data, load_image_set(data, None, None))
+    train = [posed(image, shift, rng) for _ in range(40)]
+    good = [posed(image, shift, rng) for _ in range(20)]
+    defective = [posed(with_defect(image, DEFECTS[i % len(DEFECTS)], rng), shift, rng) for i in range(24)]
+    return generated_product("posed", work, train, good, defective)
 
 
 TEXTURE_DEFECTS = ("crack", "hole", "smoothed", "stain")
@@ -246,15 +255,10 @@ def texture_product(work: Path, seed: int = 3) -> Product:
 
     texture = np.asarray(gravel())
     rng = np.random.default_rng(seed)
-    folder = work / "texture"
-    train = [_write_png(folder / "train" / "good" / f"{i:03d}.png", texture_crop(texture, rng)) for i in range(40)]
-    samples = [Sample(_write_png(folder / "test" / "good" / f"{i:03d}.png", texture_crop(texture, rng)), 0, "good")
-               for i in range(30)]
-    for i in range(32):
-        defective = with_texture_defect(texture_crop(texture, rng), TEXTURE_DEFECTS[i % len(TEXTURE_DEFECTS)], rng)
-        samples.append(Sample(_write_png(folder / "test" / "structural_anomalies" / f"{i:03d}.png", defective), 1, "structural"))
-    data = CategoryData("texture", folder, train, [], samples, [])
-    return Product("texture", data, load_image_set(data, None, None))
+    train = [texture_crop(texture, rng) for _ in range(40)]
+    good = [texture_crop(texture, rng) for _ in range(30)]
+    defective = [with_texture_defect(texture_crop(texture, rng), TEXTURE_DEFECTS[i % len(TEXTURE_DEFECTS)], rng) for i in range(32)]
+    return generated_product("texture", work, train, good, defective)
 
 
 def relit_product(source: Product, work: Path, seed: int = 27) -> Product:
