@@ -52,7 +52,7 @@ def group_aurocs(rows: list[dict], groups: dict[str, str], columns: list[str]) -
             labels = [0] * len(good) + [1] * len(members)
             for column in columns:
                 cells = [row[column] for row in good + members]
-                if "" in cells:  # a scorer not summed in this run (k = 1 with ensemble.single_reference_scorers)
+                if "" in cells:  # a scorer not summed in this run (ensemble.single_reference_scorers, min_references)
                     continue
                 values[name][column].append(roc_auc_score(labels, [float(cell) for cell in cells]))
     return {name: {c: float(np.mean(v)) for c, v in by_column.items()} for name, by_column in values.items()}

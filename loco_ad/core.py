@@ -53,6 +53,8 @@ class Detector:
       single_reference_scorers: with one reference, only those of the enabled
         scorers that are in this list are fitted and summed (none in it, or an
         empty list: all of them).
+      min_references: scorer id → the fewest references it is fitted and summed with (missing ids: 1;
+        where no enabled scorer has that many, all of them are).
       threshold_rule: how ``auto_threshold`` turns the references' leave-one-out
         scores into a verdict threshold (a key of ``loco_ad.threshold.RULES``).
       target_fpr: the false-positive rate the ``fpr`` rule aims at, in (0, 1).
@@ -72,6 +74,7 @@ class Detector:
         log_offset: float = 0.1,
         cap: float | None = 2.0,
         single_reference_scorers: Sequence[str] = (),
+        min_references: Mapping[str, float] | None = None,
         threshold_rule: str = "mean",
         target_fpr: float = 0.05,
         coarse_maps: Sequence[str] = (),
@@ -89,6 +92,7 @@ class Detector:
         self.log_offset = log_offset
         self.cap = cap
         self.single_reference_scorers = tuple(single_reference_scorers)
+        self.min_references = dict(min_references or {})
         if not 0.0 < target_fpr < 1.0:
             raise ConfigError(f"target_fpr must lie in (0, 1), got {target_fpr}")
         self.threshold_rule = threshold_rule
@@ -98,11 +102,12 @@ class Detector:
 
     def names_for(self, k: int) -> tuple[str, ...]:
         """The ids of the scorers fitted and summed with ``k`` references, in sum order."""
+        entered = tuple(name for name in self.factories if k >= self.min_references.get(name, 1)) or tuple(self.factories)
         if k == 1:
-            chosen = tuple(name for name in self.factories if name in self.single_reference_scorers)
+            chosen = tuple(name for name in entered if name in self.single_reference_scorers)
             if chosen:
                 return chosen
-        return tuple(self.factories)
+        return entered
 
     @property
     def scorer_names(self) -> tuple[str, ...]:

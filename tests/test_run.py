@@ -73,10 +73,11 @@ def test_any_category_in_the_layout_without_defects_config(tmp_path, capsys):
 
 
 def test_second_run_does_no_model_work_and_gives_identical_scores(tmp_path, tiny_loco_root, capsys):
-    args = ["--data-root", str(tiny_loco_root), "--shots", "2", "--seeds", "42", "--preset", "offline"]
+    args = ["--data-root", str(tiny_loco_root), "--shots", "4", "--seeds", "42", "--preset", "offline"]
     assert _run(tmp_path, *args, "--out", str(tmp_path / "a")) == 0
     capsys.readouterr()
-    scorers = ",".join(get_preset("offline").ensemble.scorers)  # the preset's own, named
+    # the preset's own, named (k = 4: --scorers also sums them all at k = 1 and the histogram at k = 2)
+    scorers = ",".join(get_preset("offline").ensemble.scorers)
     assert _run(tmp_path, *args, "--scorers", scorers, "--out", str(tmp_path / "b")) == 0
     assert " 0 misses" in capsys.readouterr().out
     assert _rows(tmp_path / "a" / "scores.csv") == _rows(tmp_path / "b" / "scores.csv")

@@ -9,7 +9,7 @@ import pytest
 
 from loco_ad.analysis import Score
 from loco_ad.build import build_detector, build_scorer
-from loco_ad.config import ALL_SCORERS, get_preset
+from loco_ad.config import ALL_SCORERS, PerScorer, apply_overrides, get_preset
 from loco_ad.core import Detector
 from loco_ad.errors import ConfigError, DataError
 from loco_ad.weights import leave_one_out_raw_scores, leave_one_out_weight
@@ -230,6 +230,27 @@ def test_single_reference_scorers_apply_only_at_k_1(references) -> None:
     # none of the listed scorers enabled: all enabled scorers, as without the list
     assert _detector(("histogram",), single_reference_scorers=("foreground",)).names_for(1) == ("histogram",)
     assert CONFIG.ensemble.single_reference_scorers and not CONFIG.with_scorers(names).ensemble.single_reference_scorers
+
+
+def test_min_references_keeps_a_scorer_out_until_there_are_enough(references) -> None:
+    names = ("class_agnostic", "foreground", "histogram")
+    detector = _detector(names, min_references=PerScorer(histogram=3))
+    assert [detector.names_for(k) for k in (1, 2, 3, 8)] == [names[:2], names[:2], names, names]
+    detector.fit(references[:2])
+    assert detector.scorer_names == names[:2] and set(detector.score(references[2]).scores) == set(names[:2])
+    assert detector.fit(references[:3]).scorer_names == names
+    # with single_reference_scorers, k = 1 still chooses among those that take one reference
+    assert _detector(names, min_references=PerScorer(foreground=2), single_reference_scorers=("foreground",)).names_for(1) == (
+        "class_agnostic", "histogram")
+    # no enabled scorer has enough references: all of them, as without the setting
+    alone = build_detector(apply_overrides(CONFIG.with_scorers(("histogram",)), ["ensemble.min_references.histogram=3"]))
+    assert alone.names_for(1) == alone.names_for(2) == ("histogram",)
+    # the offline preset: foreground alone at k = 1, the histogram from three references
+    offline = build_detector(CONFIG)
+    assert [offline.names_for(k) for k in (1, 2, 4)] == [
+        ("foreground",), ("class_agnostic", "foreground", "pixel"), ("class_agnostic", "foreground", "histogram", "pixel")]
+    # --scorers means those scorers at every k
+    assert CONFIG.with_scorers(("histogram",)).ensemble.min_references == PerScorer()
 
 
 def test_offline_preset_weighs_the_scorers_outside_its_default_down_when_enabled(references) -> None:
