@@ -147,9 +147,9 @@ def main(argv: list[str] | None = None) -> int:
                     scores = np.array([p.score for p in pipeline.predict_many(tests, progress=False, remember=False)])
                     row = {"candidate": " ".join(overrides) or "preset", "image": name, "shift": shift,
                            "auroc": auroc_and_f1_max(labels, scores)[0], **auroc_by_defect(labels, scores)}
-                    loo, at_weights = detector.leave_one_out_scores(), detector.value_at_weights()
+                    loo, single_reference = detector.leave_one_out_scores(), detector.single_reference_threshold()
                     for rule in RULES:
-                        flagged = scores >= threshold_from(loo, at_weights, rule)
+                        flagged = scores >= threshold_from(loo, single_reference, rule)
                         row[f"fpr_{rule}"], row[f"tpr_{rule}"] = flagged[labels == 0].mean(), flagged[labels == 1].mean()
                     rows.append(row)
         rates = [f"{kind}_{rule}" for rule in RULES for kind in ("fpr", "tpr")]

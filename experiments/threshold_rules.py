@@ -95,9 +95,9 @@ def main(argv: list[str] | None = None) -> int:
             labels = np.array([sample.label for sample in data.test])
             scores = np.array([prediction.score for prediction in predictions])
             is_extra = np.arange(len(data.test)) >= len(data.test) - len(extra)
-            loo, at_weights = detector.leave_one_out_scores(), detector.value_at_weights()
+            loo, single_reference = detector.leave_one_out_scores(), detector.single_reference_threshold()
             for name, rate in rules:
-                threshold = threshold_from(loo, at_weights, "fpr" if rate else name, rate or config.ensemble.target_fpr)
+                threshold = threshold_from(loo, single_reference, "fpr" if rate else name, rate or config.ensemble.target_fpr)
                 verdicts = verdict_metrics(labels, scores, threshold)
                 rows.append({"rule": name, "category": data.name, "seed": seed, "k_shot": k, "threshold": threshold,
                              **verdicts, "f1_max": f1_max(labels, scores), "miss": 1 - verdicts["tpr"],

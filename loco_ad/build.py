@@ -155,6 +155,7 @@ def build_detector(config: PipelineConfig, gpu: bool = False) -> Detector:
         log_offset=ensemble.log_offset,
         cap=ensemble.cap,
         single_reference_scorers=ensemble.single_reference_scorers,
+        single_reference_margin=ensemble.single_reference_margin,
         min_references=ensemble.min_references.as_dict(),
         threshold_rule=ensemble.threshold_rule,
         target_fpr=ensemble.target_fpr,

@@ -53,6 +53,8 @@ class Detector:
       single_reference_scorers: with one reference, only those of the enabled
         scorers that are in this list are fitted and summed (none in it, or an
         empty list: all of them).
+      single_reference_margin: with one reference, the auto threshold is the score of an image on
+        which every scorer scores this many times its weight (its fallback scale).
       min_references: scorer id → the fewest references it is fitted and summed with (missing ids: 1;
         where no enabled scorer has that many, all of them are).
       threshold_rule: how ``auto_threshold`` turns the references' leave-one-out
@@ -74,6 +76,7 @@ class Detector:
         log_offset: float = 0.1,
         cap: float | None = 2.0,
         single_reference_scorers: Sequence[str] = (),
+        single_reference_margin: float = 1.0,
         min_references: Mapping[str, float] | None = None,
         threshold_rule: str = "mean",
         target_fpr: float = 0.05,
@@ -92,6 +95,7 @@ class Detector:
         self.log_offset = log_offset
         self.cap = cap
         self.single_reference_scorers = tuple(single_reference_scorers)
+        self.single_reference_margin = single_reference_margin
         self.min_references = dict(min_references or {})
         if not 0.0 < target_fpr < 1.0:
             raise ConfigError(f"target_fpr must lie in (0, 1), got {target_fpr}")
@@ -179,14 +183,14 @@ class Detector:
             normalised = np.log(normalised + self.log_offset)
         return self.multipliers.get(name, 1.0) * normalised
 
-    def value_at_weights(self) -> float:
-        """The score of an image on which every fitted scorer scores exactly its weight (the k = 1 threshold)."""
+    def single_reference_threshold(self) -> float:
+        """The k = 1 threshold: the score of an image on which every fitted scorer scores ``single_reference_margin`` × its weight."""
         self._fitted()
-        return float(sum(self.contribution(name, 1.0, 1.0, self._alone) for name in self.names_))
+        return float(sum(self.contribution(name, self.single_reference_margin, 1.0, self._alone) for name in self.names_))
 
     def auto_threshold(self) -> tuple[float, str]:
         """The automatic verdict threshold of this fit, and a sentence saying how it was chosen (``threshold_rule``)."""
-        return auto_threshold(self.leave_one_out_scores(), self.value_at_weights(), self.threshold_rule, self.target_fpr)
+        return auto_threshold(self.leave_one_out_scores(), self.single_reference_threshold(), self.threshold_rule, self.target_fpr)
 
     def _fitted(self) -> None:
         if not hasattr(self, "names_"):

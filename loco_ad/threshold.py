@@ -50,29 +50,27 @@ RULE_WORDS: dict[str, str] = {
 }
 
 
-def threshold_from(loo_scores: Sequence[float], at_weights: float, rule: str, target_fpr: float = 0.05) -> float:
+def threshold_from(loo_scores: Sequence[float], single_reference: float, rule: str, target_fpr: float = 0.05) -> float:
     """The threshold ``rule`` gives for these leave-one-out scores.
 
     Arguments:
       loo_scores: the references' leave-one-out scores (empty for k = 1).
-      at_weights: the score of an image on which every scorer scores its weight
-        (``Detector.value_at_weights``; the number of scorers for the plain sum).
-        With no leave-one-out score (k = 1) it is the threshold, as each scorer's
-        weight (there the fallback scale) is about its score on the least typical
-        good image.
+      single_reference: the threshold when there is no leave-one-out score (k = 1):
+        ``Detector.single_reference_threshold``, the score of an image on which every
+        scorer scores a margin times its fallback scale.
       rule: a key of ``RULES``.
       target_fpr: the false-positive rate the ``fpr`` rule aims at, in (0, 1).
     Returns:
       the threshold.
     """
     if len(loo_scores) == 0:
-        return float(at_weights)
+        return float(single_reference)
     return RULES[rule](np.asarray(loo_scores, dtype=np.float64), target_fpr)
 
 
-def auto_threshold(loo_scores: Sequence[float], at_weights: float, rule: str, target_fpr: float = 0.05) -> tuple[float, str]:
+def auto_threshold(loo_scores: Sequence[float], single_reference: float, rule: str, target_fpr: float = 0.05) -> tuple[float, str]:
     """``threshold_from`` and a sentence saying how the threshold was chosen, for reports."""
-    value = threshold_from(loo_scores, at_weights, rule, target_fpr)
+    value = threshold_from(loo_scores, single_reference, rule, target_fpr)
     if len(loo_scores) == 0:
-        return value, f"auto: k = 1, no leave-one-out scores; every scorer at its fallback scale ({value:.4g})"
+        return value, f"auto: k = 1, no leave-one-out scores; every scorer at its fallback scale times the margin ({value:.4g})"
     return value, f"auto: {RULE_WORDS[rule].format(target_fpr=target_fpr)} of the {len(loo_scores)} good references"

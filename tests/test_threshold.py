@@ -49,7 +49,7 @@ def test_a_lone_variant_does_not_hide_planted_anomalies(with_a_lone_variant: Pip
     others = sorted(loo)[:-1]
     assert max(loo) - max(others) > 3 * (max(others) - min(others))  # the variant is the least typical reference by far
     rule = pipeline.config.ensemble.threshold_rule
-    threshold, _ = auto_threshold(loo, pipeline.detector.value_at_weights(), rule)
+    threshold, _ = auto_threshold(loo, pipeline.detector.single_reference_threshold(), rule)
     good = [pipeline.predict(make_scene("good", seed=seed, size=SIZE).rgb).score for seed in (40, 41)]
     planted = {kind: pipeline.predict(make_scene(kind, seed=50, size=SIZE).rgb).score for kind in ("missing", "extra", "swap", "moved")}
     assert max(good) < threshold, (good, threshold)
@@ -76,7 +76,7 @@ def test_the_detector_thresholds_by_the_rule_it_was_built_with(with_a_lone_varia
         detector = build_detector(apply_overrides(get_preset("offline"), [f"ensemble.threshold_rule={rule}"])).fit(references)
         assert detector.threshold_rule == rule
         thresholds[rule] = detector.auto_threshold()
-        assert thresholds[rule] == auto_threshold(detector.leave_one_out_scores(), detector.value_at_weights(), rule)
+        assert thresholds[rule] == auto_threshold(detector.leave_one_out_scores(), detector.single_reference_threshold(), rule)
     assert thresholds["max"][0] > thresholds["mean"][0]
     with pytest.raises(ConfigError, match="unknown threshold rule 'most'"):
         Detector({}, threshold_rule="most")

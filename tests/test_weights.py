@@ -18,6 +18,7 @@ from tests.scenes import make_scene
 
 CONFIG = get_preset("offline")
 FALLBACK = CONFIG.ensemble.fallback_scales.as_dict()
+MARGIN = CONFIG.ensemble.single_reference_margin  # the k = 1 threshold: every scorer at MARGIN × its fallback scale
 
 
 def _combined(normalised):
@@ -131,7 +132,7 @@ def test_leave_one_out_scores_are_in_the_units_of_test_scores(references, combin
     # each scorer's largest normalised leave-one-out score is 1, as its weight is that maximum
     alone = _detector(("class_agnostic",), combination=combination).fit(references)
     assert max(alone.leave_one_out_scores()) == pytest.approx(combine(1.0))
-    assert alone.value_at_weights() == pytest.approx(combine(1.0))
+    assert alone.single_reference_threshold() == pytest.approx(combine(MARGIN))
 
 
 def test_log_combination_and_cap_by_hand(references) -> None:
@@ -147,7 +148,11 @@ def test_log_combination_and_cap_by_hand(references) -> None:
     result = fitted.score(analysis_from_scene(make_scene("missing", seed=5)))
     for name in ("class_agnostic", "histogram"):
         assert result.scores[name] == pytest.approx(np.log(result.raw_scores[name] / fitted.weights[name] + 0.1))
-    assert plain.fit(references).value_at_weights() == 1.0
+    assert plain.fit(references).single_reference_threshold() == pytest.approx(MARGIN) and MARGIN > 1
+    level = _detector(("histogram",), combination="sum", cap=None, single_reference_margin=1.0)
+    assert level.fit(references).single_reference_threshold() == 1.0  # margin 1: every scorer at its weight
+    with pytest.raises(ConfigError, match="single_reference_margin"):
+        apply_overrides(CONFIG, ["ensemble.single_reference_margin=0"])
     # a fallback scale far below the raw scores caps each scorer of a sum, never a lone scorer (which would tie every image)
     tiny = dataclasses.replace(CONFIG.ensemble.fallback_scales, class_agnostic=1e-6, histogram=1e-6)
     scenes = [analysis_from_scene(make_scene(kind, seed=6)) for kind in ("missing", "good")]
@@ -158,9 +163,9 @@ def test_log_combination_and_cap_by_hand(references) -> None:
     result = pair.score(scenes[0])
     assert result.raw_scores["class_agnostic"] > 0 and result.scores["class_agnostic"] == 2.0
     preset = CONFIG.ensemble.multipliers  # the offline preset weighs colour down (0.05)
-    summed = _detector(("histogram", "colour"), combination="sum").fit(references).value_at_weights()
-    assert summed == pytest.approx(preset.histogram + preset.colour) and preset.colour < 1
-    assert log.fit(references).value_at_weights() == pytest.approx(2.0 * np.log(1.1))
+    summed = _detector(("histogram", "colour"), combination="sum").fit(references).single_reference_threshold()
+    assert summed == pytest.approx(MARGIN * (preset.histogram + preset.colour)) and preset.colour < 1
+    assert log.fit(references).single_reference_threshold() == pytest.approx(2.0 * np.log(MARGIN + 0.1))  # alone: no cap
     with pytest.raises(ConfigError):
         Detector({"histogram": _make("histogram")}, combination="max")
 
@@ -225,7 +230,7 @@ def test_single_reference_scorers_apply_only_at_k_1(references) -> None:
     assert detector.scorer_names == ("foreground",) and set(detector.weights) == {"foreground"}
     result = detector.score(references[1])
     assert set(result.scores) == {"foreground"} and result.score == pytest.approx(result.scores["foreground"])
-    assert detector.value_at_weights() == pytest.approx(_combined(1.0))
+    assert detector.single_reference_threshold() == pytest.approx(_combined(MARGIN))
     assert detector.fit(references).scorer_names == names  # k >= 2: every enabled scorer
     # none of the listed scorers enabled: all enabled scorers, as without the list
     assert _detector(("histogram",), single_reference_scorers=("foreground",)).names_for(1) == ("histogram",)
