@@ -22,6 +22,8 @@ from experiments.products import (
     texture_crop,
     with_texture_defect,
 )
+from loco_ad.cli import settings_from_file
+from loco_ad.config import apply_overrides, get_preset
 from tests.loco_tree import make_loco_tree
 
 
@@ -150,9 +152,6 @@ def test_missing_product_folder_is_one_line_and_writes_nothing(tmp_path: Path, c
 
 def test_the_release_config_file_and_the_release_overrides_agree() -> None:
     """experiments/configs/release_1dda9bf.yaml (``--config``) and ``RELEASE`` (the products' release column) are one setting."""
-    from loco_ad.cli import settings_from_file
-    from loco_ad.config import apply_overrides, get_preset
-
     preset = get_preset("offline")
     from_file = settings_from_file(preset, Path(__file__).resolve().parents[1] / "experiments" / "configs" / "release_1dda9bf.yaml")
     assert from_file == apply_overrides(preset, RELEASE) != preset
