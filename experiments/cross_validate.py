@@ -218,6 +218,7 @@ def score_candidates(
     runs: Sequence[tuple[int, int]],
     make_pipeline: Callable[[PipelineConfig], "Pipeline"],
     progress: bool = False,
+    decisions: dict[tuple[int, int], dict] | None = None,
 ) -> np.ndarray:
     """Score of every candidate on every image for every (seed, k), as each candidate's ``Detector`` gives it.
 
@@ -236,6 +237,8 @@ def score_candidates(
       runs: (seed, k) of each run.
       make_pipeline: a new ``Pipeline`` for the given configuration.
       progress: show a progress bar.
+      decisions: when given, filled with what the references decided in each fit
+        (``Pipeline.decisions``), keyed by (candidate, run).
     Returns:
       float64 array (candidate, run, image).
     """
@@ -256,6 +259,8 @@ def score_candidates(
             analyses = pipeline.analyse_many(images.paths, progress=False)
             raw: dict[str, tuple[np.ndarray, list[float]]] = {}
             for index in members:
+                if decisions is not None:
+                    decisions[index, run] = pipeline.decisions
                 # with config.adapt, the values the references chose (pipeline.decisions) hold for every member
                 chosen = [f"{key}={value}" for key, value in pipeline.decisions.get("chosen", {}).items()]
                 config = apply_overrides(configs[index].for_references(len(fitted)), chosen)

@@ -75,7 +75,7 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import cv2
 import numpy as np
@@ -106,10 +106,8 @@ from loco_ad.cli import (
     run_main,
     seed,
 )
-from loco_ad.adapt import layout_agreement
-from loco_ad.build import build_registration
 from loco_ad.config import PipelineConfig, apply_overrides
-from loco_ad.data import DEFAULT_SEEDS, DEFAULT_SHOTS, CategoryData, Sample, draw_references, load_category, read_image
+from loco_ad.data import DEFAULT_SEEDS, DEFAULT_SHOTS, CategoryData, Sample, load_category, read_image
 from loco_ad.errors import ConfigError, DataError
 from loco_ad.evaluate import check_datasets
 from loco_ad.io import ResultSet, write_atomic, write_csv, write_json
@@ -343,23 +341,24 @@ def cross_validate_products(
 
 
 # --------------------------------------------------------------------- reports
-def layout_decisions(config: PipelineConfig, products: Sequence[Product], runs: Sequence[tuple[int, int]]) -> dict:
-    """Per product, what its references decided of the layout (``loco_ad.adapt.layout_agreement``) in each fit of ``runs``.
+def layout_decisions(config: PipelineConfig, decisions: Mapping[str, Sequence[dict]]) -> dict:
+    """Per product, what its references decided of the layout in the default column's fits.
 
-    Returns ``{product: {"agreement": [lowest, highest], "without_layout": fits, "fits": fits}}`` over the
-    fits of at least ``adapt.min_references`` references; empty when ``config`` decides no layout.
+    Arguments:
+      config: the default column's settings (its ``adapt.layout_free``).
+      decisions: product name → the ``Pipeline.decisions`` of each of its fits.
+    Returns:
+      ``{product: {"agreement": [lowest, highest], "without_layout": fits, "fits": fits}}`` over the fits that
+      measured a ``layout_agreement``; empty when ``config`` decides no layout.
     """
-    settings = config.adapt
-    if not settings.layout_free:
+    if not config.adapt.layout_free:
         return {}
     decided = {}
-    for product in products:
-        values = [layout_agreement([read_image(path) for path in draw_references(product.data.train, k, seed)],
-                                   build_registration(config))
-                  for seed, k in runs if k >= settings.min_references]
+    for name, records in decisions.items():
+        values = [record["layout_agreement"] for record in records if "layout_agreement" in record]
         if values:
-            decided[product.name] = {"agreement": [round(min(values), 3), round(max(values), 3)], "fits": len(values),
-                                     "without_layout": sum(v < settings.layout_threshold for v in values)}
+            decided[name] = {"agreement": [round(min(values), 3), round(max(values), 3)], "fits": len(values),
+                             "without_layout": sum(v < config.adapt.layout_threshold for v in values)}
     return decided
 
 
@@ -424,12 +423,14 @@ def main(argv: list[str] | None = None) -> int:
         products = load_products(args.products, args.shared_data, args.work, args.posed_shift, args.max_good, args.max_anomalous)
         check_datasets([p.data for p in products], args.shots)
         runs = [(seed, k) for seed in args.seeds for k in args.shots]
-        scores = []
+        scores, decisions = [], {}
         for product in products:
             print(f"{product.name}: {int((product.images.labels == 0).sum())} good, {int(product.images.labels.sum())} anomalous "
                   f"test images, {len(product.data.train)} good to draw from", flush=True)
+            fits: dict[tuple[int, int], dict] = {}
             scores.append(score_candidates(configs, product.data, product.images, runs,
-                                           lambda config: pipeline_from_args(args, config), progress=not args.quiet))
+                                           lambda config: pipeline_from_args(args, config), progress=not args.quiet, decisions=fits))
+            decisions[product.name] = [fits[0, run] for run in range(len(runs))]  # the default column's fits
         columns = list(COLUMNS)
         rows, table = [], defaultdict(lambda: defaultdict(dict))
         for product, product_scores in zip(products, scores):
@@ -468,7 +469,7 @@ def main(argv: list[str] | None = None) -> int:
                 "held_out_worst": float(per_product.min()), "held_out_mean": float(per_product.mean()),
             }
         report["table"] = {p: {c: {str(k): v for k, v in by_k.items()} for c, by_k in t.items()} for p, t in table.items()}
-        report["layout"] = layout_decisions(base, products, runs)
+        report["layout"] = layout_decisions(base, decisions)
         text = markdown_table(table, [p.name for p in products], args.shots, columns)
         if report["layout"]:
             text += "\nLayout decided by the references (default column, fits of 2 or more references): " + "; ".join(
