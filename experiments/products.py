@@ -15,7 +15,8 @@ averaged over the seeds. The columns:
 - ``release``: the release before issue 27 (commit 1dda9bf): the default with
   ``--baseline-set``, the knobs that put back that release's behaviour (by
   default ``RELEASE``: no light normalisation, no pixel scorer in the ensemble, no
-  texture block, no layout decision, the histogram from two references).
+  texture block, no layout decision, the histogram from two references, and
+  ``foreground`` alone at k = 1 whatever ``--scorers`` the default column has).
 
 Products (``--products``, default all):
 
@@ -115,7 +116,8 @@ from loco_ad.io import ResultSet, write_atomic, write_csv, write_json
 PRODUCTS = ("juice_bottle", "tire", "posed", "juice_bottle_relit", "texture")
 COLUMNS = ("default", "pixel", "release")
 RELEASE = ("normalisation.method=none", "ensemble.scorers=class_agnostic,foreground,histogram",
-           "embedder.handcrafted.texture_weight=0", "adapt.layout_free=", "ensemble.min_references.histogram=1")
+           "embedder.handcrafted.texture_weight=0", "adapt.layout_free=", "ensemble.min_references.histogram=1",
+           "ensemble.single_reference_scorers=foreground")
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 

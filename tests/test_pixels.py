@@ -1,4 +1,4 @@
-"""The pixel baseline scorer: nearest reference thumbnail, its map, its invariances, and its use through the pipeline."""
+"""The pixel baseline scorer: nearest reference thumbnail, its map, its invariances, and (with the fine scorer) its use through the pipeline."""
 
 from __future__ import annotations
 
@@ -72,13 +72,14 @@ def test_bad_size_and_no_references() -> None:
         PixelScorer().fit([])
 
 
-def test_pixel_baseline_through_the_pipeline_with_pixel_metrics(tiny_loco_root: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("name", ["pixel", "fine"])
+def test_an_image_scorer_alone_through_the_pipeline_with_pixel_metrics(tiny_loco_root: Path, tmp_path: Path, name: str) -> None:
     data = load_category(tiny_loco_root, "juice_bottle")
-    pipeline = Pipeline.from_preset("offline", scorers=("pixel",), cache_dir=tmp_path / "cache", progress=False)
+    pipeline = Pipeline.from_preset("offline", scorers=(name,), cache_dir=tmp_path / "cache", progress=False)
     result = evaluate(pipeline, [data], seeds=[0], shots=[1, 3])
     for row in result.metrics:
         assert 0.0 <= row["pixel_auroc"] <= 1.0 and 0.0 <= row["spro"] <= 1.0
     k3 = [r for r in result.scores if r["k_shot"] == 3]
-    assert all(r["score"] == r["pixel"] for r in k3)  # alone, uncapped: the score is its contribution
-    expected = image_metrics([r["label"] for r in k3], [r["pixel"] for r in k3], [r["anomaly_type"] for r in k3])
+    assert all(r["score"] == r[name] for r in k3)  # alone, uncapped: the score is its contribution
+    expected = image_metrics([r["label"] for r in k3], [r[name] for r in k3], [r["anomaly_type"] for r in k3])
     assert [m for m in result.metrics if m["k_shot"] == 3][0]["image_auroc"] == pytest.approx(expected["image_auroc"])

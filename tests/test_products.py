@@ -155,3 +155,5 @@ def test_the_release_config_file_and_the_release_overrides_agree() -> None:
     preset = get_preset("offline")
     from_file = settings_from_file(preset, Path(__file__).resolve().parents[1] / "experiments" / "configs" / "release_1dda9bf.yaml")
     assert from_file == apply_overrides(preset, RELEASE) != preset
+    # the release column does not follow --scorers (which clears the k = 1 scorers of the default column)
+    assert apply_overrides(preset.with_scorers(("fine",)), RELEASE) == from_file

@@ -1,4 +1,4 @@
-"""The seven scorers, the pixel baseline and their registry, keyed by the stable ids of ``loco_ad.config.KNOWN_SCORERS``."""
+"""The seven scorers, the pixel baseline, the fine-structure scorer and their registry, keyed by the stable ids of ``loco_ad.config.KNOWN_SCORERS``."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import Any
 from loco_ad.analysis import Scorer
 from loco_ad.errors import ConfigError
 from loco_ad.features.composition import ColourScorer, EmbeddingScorer, HistogramScorer, LocationScorer
+from loco_ad.features.fine import FineStructureScorer
 from loco_ad.features.patches import ClassAgnosticScorer, ClassAwareScorer, ForegroundScorer
 from loco_ad.features.pixels import PixelScorer
 
@@ -21,6 +22,7 @@ SCORERS: dict[str, type] = {
         ColourScorer,
         LocationScorer,
         PixelScorer,
+        FineStructureScorer,
     )
 }
 
