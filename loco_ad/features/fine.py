@@ -79,7 +79,7 @@ class FineStructureScorer:
         if len(bank) > self.max_bank:
             bank = bank[np.sort(np.random.default_rng(self.seed).choice(len(bank), self.max_bank, replace=False))]
         self.index_ = faiss.IndexFlatL2(bank.shape[1])
-        self.index_.add(np.ascontiguousarray(bank))
+        self.index_.add(bank)
         return self
 
     def score(self, image: ImageAnalysis) -> Score:
