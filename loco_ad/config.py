@@ -530,6 +530,9 @@ class FineScorerConfig(_Settings):
       smoothing: standard deviation, in grid cells, of the Gaussian on the distance grid (0: none).
       max_bank: most reference windows kept (a seeded random draw when there are more).
       seed: seed of that draw.
+      subtract_expected: with three or more references, subtract from an image's grid the mean
+        of the references' own grids, each matched against the others: places where good
+        images differ from one another stop counting (false, the default: the plain grid).
     """
 
     patch: int = 8
@@ -538,6 +541,7 @@ class FineScorerConfig(_Settings):
     smoothing: float = 2.0
     max_bank: int = 12000
     seed: int = 0
+    subtract_expected: bool = False
 
     def _check(self) -> None:
         _require(self.patch >= 2 and self.stride >= 1, "scorers.fine.patch must be >= 2 and scorers.fine.stride >= 1")

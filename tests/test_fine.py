@@ -66,6 +66,34 @@ def test_the_contrast_floor_lets_a_cut_stand_out_of_sensor_noise(blank) -> None:
     assert unfloored.score(cut).value < unfloored.score(good).value + 0.01
 
 
+def _flickering(blank: ImageAnalysis, seed: int) -> ImageAnalysis:
+    """The tread with a highlight at one place that no two good photos share: bright random speckle."""
+    rgb = _tread(blank).rgb.copy()
+    speckle = np.random.default_rng(seed).uniform(0, 255, (16, 24))
+    rgb[8:24, 8:32] = np.clip(speckle, 0, 255).astype(np.uint8)[..., None]
+    return dataclasses.replace(blank, rgb=rgb)
+
+
+def test_a_place_where_good_images_differ_is_taken_out_with_three_references(blank) -> None:
+    references = [_flickering(blank, seed) for seed in (1, 2, 3)]
+    good, cut = _flickering(blank, 4), _with_cut(_flickering(blank, 5), 60, 90)
+    plain = FineStructureScorer(stride=2, subtract_expected=False).fit(references)
+    hidden = plain.score(cut)  # the speckle outscores the cut: both images score alike, the peak is the speckle's
+    assert hidden.value < plain.score(good).value + 0.05
+    speckle_peak = np.unravel_index(np.argmax(hidden.map), hidden.map.shape)
+    assert speckle_peak[0] < 24 + 4 and speckle_peak[1] < 32 + 4
+    subtracted = FineStructureScorer(stride=2, subtract_expected=True).fit(references)
+    assert subtracted.expected_.shape == plain.windows(good)[1]
+    good_score, cut_score = subtracted.score(good), subtracted.score(cut)
+    assert cut_score.value > good_score.value + 0.1
+    peak = np.unravel_index(np.argmax(cut_score.map), cut_score.map.shape)
+    assert abs(peak[0] - 63) <= 5 and abs(peak[1] - 93) <= 5
+    # with two references a leave-one-out fit would have one and nothing to subtract: the plain grid
+    two = FineStructureScorer(stride=2, subtract_expected=True).fit(references[:2])
+    assert two.expected_ is None
+    assert two.score(cut).value == FineStructureScorer(stride=2, subtract_expected=False).fit(references[:2]).score(cut).value
+
+
 def test_the_bank_keeps_at_most_max_bank_windows(blank) -> None:
     references = [_tread(blank, shift=s) for s in range(3)]
     windows = len(FineStructureScorer().windows(references[0])[0])

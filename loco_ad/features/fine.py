@@ -13,6 +13,15 @@ reference at any place (faiss, L2). The map is the grid of those distances,
 smoothed by a Gaussian of ``smoothing`` grid cells and upsampled to the working
 resolution; the image score is the map's maximum.
 
+Optionally (``subtract_expected``), with three or more references, the grid first loses
+what the good images score at each place: the mean of the references' own
+grids, each reference matched against the others (leave-one-out). Not with
+two: the leave-one-out fits that weigh the scorer (``loco_ad.weights``) would
+then have one reference and no such mean, and score on another scale than the
+test images. A highlight or an edge that shifts between good photos scores
+high in every image and is taken out; a cut where good images agree stands out
+(figures: ``docs/results.md``, "Fine structure").
+
 With many references the bank keeps at most ``max_bank`` windows, drawn at
 random (seeded) from all of them, so a search costs the same at k = 8 as at
 k = 2.
@@ -39,12 +48,21 @@ class FineStructureScorer:
       smoothing: standard deviation, in grid cells, of the Gaussian on the distance grid (0: none).
       max_bank: most reference windows kept (a seeded random draw when there are more).
       seed: seed of that draw.
+      subtract_expected: with three or more references, subtract the mean of their
+        leave-one-out grids from an image's grid (False: the plain grid).
     """
 
     name = "fine"
 
     def __init__(
-        self, patch: int = 8, stride: int = 4, contrast_floor: float = 20.0, smoothing: float = 2.0, max_bank: int = 12000, seed: int = 0
+        self,
+        patch: int = 8,
+        stride: int = 4,
+        contrast_floor: float = 20.0,
+        smoothing: float = 2.0,
+        max_bank: int = 12000,
+        seed: int = 0,
+        subtract_expected: bool = False,
     ) -> None:
         if patch < 2 or stride < 1 or contrast_floor <= 0 or smoothing < 0 or max_bank < 1:
             raise ConfigError(
@@ -56,6 +74,7 @@ class FineStructureScorer:
         self.smoothing = smoothing
         self.max_bank = max_bank
         self.seed = seed
+        self.subtract_expected = subtract_expected
 
     def windows(self, image: ImageAnalysis) -> tuple[np.ndarray, tuple[int, int]]:
         """The image's normalised windows (N×patch², float32) and the shape of their grid."""
@@ -70,26 +89,44 @@ class FineStructureScorer:
         return np.ascontiguousarray(windows, dtype=np.float32), shape
 
     def fit(self, references: Sequence[ImageAnalysis]) -> "FineStructureScorer":
-        """Keep the windows of every reference (at most ``max_bank``) in a faiss index; returns self."""
-        import faiss  # imported here: the rest of the package can load without it
-
+        """Keep the windows of every reference (at most ``max_bank``) in a faiss index, and the expected grid; returns self."""
         if not references:
             raise DataError("a scorer needs at least one reference image; give one or more good images")
-        bank = np.concatenate([self.windows(r)[0] for r in references])
-        if len(bank) > self.max_bank:
-            bank = bank[np.sort(np.random.default_rng(self.seed).choice(len(bank), self.max_bank, replace=False))]
-        self.index_ = faiss.IndexFlatL2(bank.shape[1])
-        self.index_.add(bank)
+        windows = [self.windows(r) for r in references]
+        self.index_ = self._index([w for w, _ in windows])
+        self.expected_ = None
+        if self.subtract_expected and len(references) >= 3:
+            grids = [
+                self._grid(self._index([w for j, (w, _) in enumerate(windows) if j != i]), *windows[i]) for i in range(len(windows))
+            ]
+            self.expected_ = np.mean([_resized(g, grids[0].shape) for g in grids], axis=0)
         return self
 
     def score(self, image: ImageAnalysis) -> Score:
-        """The largest smoothed nearest-window distance, and the distance map at the working resolution."""
-        windows, shape = self.windows(image)
-        squared, _ = self.index_.search(windows, 1)
+        """The largest smoothed nearest-window distance (less the expected grid), and that map at the working resolution."""
+        grid = self._grid(self.index_, *self.windows(image))
+        if self.expected_ is not None:
+            grid = grid - _resized(self.expected_, grid.shape)
+        return Score(float(grid.max()), self._upsample(grid, image.rgb.shape[:2]))
+
+    def _index(self, windows: Sequence[np.ndarray]):
+        """A faiss index of the given windows, at most ``max_bank`` of them (a seeded draw)."""
+        import faiss  # imported here: the rest of the package can load without it
+
+        bank = np.concatenate(windows)
+        if len(bank) > self.max_bank:
+            bank = bank[np.sort(np.random.default_rng(self.seed).choice(len(bank), self.max_bank, replace=False))]
+        index = faiss.IndexFlatL2(bank.shape[1])
+        index.add(bank)
+        return index
+
+    def _grid(self, index, windows: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+        """The smoothed grid of each window's distance to its nearest window in ``index``."""
+        squared, _ = index.search(windows, 1)
         grid = np.sqrt(np.maximum(squared[:, 0], 0.0)).reshape(shape)
         if self.smoothing > 0:
             grid = cv2.GaussianBlur(grid, (0, 0), self.smoothing)
-        return Score(float(grid.max()), self._upsample(grid, image.rgb.shape[:2]))
+        return grid
 
     def _upsample(self, grid: np.ndarray, size: tuple[int, int]) -> np.ndarray:
         """The h×w grid as an H×W map: each cell's value at the centre of its window, the edges repeated."""
@@ -101,3 +138,10 @@ class FineStructureScorer:
             cells, offset, max(0, height - offset - cells.shape[0]), offset, max(0, width - offset - cells.shape[1]), cv2.BORDER_REPLICATE
         )
         return np.ascontiguousarray(padded[:height, :width])
+
+
+def _resized(grid: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """``grid`` at ``shape`` (rows, columns), bilinear; itself when it already has it."""
+    if grid.shape == shape:
+        return grid
+    return cv2.resize(grid, (shape[1], shape[0]), interpolation=cv2.INTER_LINEAR)
