@@ -70,7 +70,7 @@ def _flickering(blank: ImageAnalysis, seed: int) -> ImageAnalysis:
     """The tread with a highlight at one place that no two good photos share: bright random speckle."""
     rgb = _tread(blank).rgb.copy()
     speckle = np.random.default_rng(seed).uniform(0, 255, (16, 24))
-    rgb[8:24, 8:32] = np.clip(speckle, 0, 255).astype(np.uint8)[..., None]
+    rgb[8:24, 8:32] = speckle.astype(np.uint8)[..., None]
     return dataclasses.replace(blank, rgb=rgb)
 
 

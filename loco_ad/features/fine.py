@@ -81,9 +81,9 @@ class FineStructureScorer:
         grey = cv2.cvtColor(image.rgb, cv2.COLOR_RGB2GRAY).astype(np.float32)
         if min(grey.shape) < self.patch:
             raise DataError(f"the fine scorer's {self.patch}-pixel windows do not fit a {grey.shape[1]}×{grey.shape[0]} image")
-        grid = np.lib.stride_tricks.sliding_window_view(grey, (self.patch, self.patch))[:: self.stride, :: self.stride]
-        shape = grid.shape[:2]
-        windows = grid.reshape(shape[0] * shape[1], -1)
+        view = np.lib.stride_tricks.sliding_window_view(grey, (self.patch, self.patch))[:: self.stride, :: self.stride]
+        shape = view.shape[:2]
+        windows = view.reshape(shape[0] * shape[1], -1)
         windows = windows - windows.mean(axis=1, keepdims=True)
         windows /= np.linalg.norm(windows, axis=1, keepdims=True) + self.contrast_floor
         return np.ascontiguousarray(windows, dtype=np.float32), shape
