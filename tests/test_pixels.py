@@ -72,7 +72,7 @@ def test_bad_size_and_no_references() -> None:
         PixelScorer().fit([])
 
 
-@pytest.mark.parametrize("name", ["pixel", "fine"])
+@pytest.mark.parametrize("name", ["pixel", "fine", "imagenet"])
 def test_an_image_scorer_alone_through_the_pipeline_with_pixel_metrics(tiny_loco_root: Path, tmp_path: Path, name: str) -> None:
     data = load_category(tiny_loco_root, "juice_bottle")
     pipeline = Pipeline.from_preset("offline", scorers=(name,), cache_dir=tmp_path / "cache", progress=False)

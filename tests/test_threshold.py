@@ -61,8 +61,10 @@ def test_a_lone_variant_does_not_hide_planted_anomalies(with_a_lone_variant: Pip
 def test_threshold_and_test_scores_share_units(with_a_lone_variant: Pipeline) -> None:
     """A multiplier scales test scores and leave-one-out scores alike, so the verdicts do not change."""
     references = [make_scene("good", seed=seed, size=SIZE).rgb for seed in range(3)] + [make_scene("colour", seed=9, size=SIZE).rgb]
-    scaled = Pipeline(apply_overrides(get_preset("offline"), [f"ensemble.multipliers.{name}=5" for name in
-                                                               get_preset("offline").ensemble.scorers]), progress=False)
+    preset = get_preset("offline")
+    multipliers = preset.ensemble.multipliers.as_dict()
+    scaled = Pipeline(apply_overrides(preset, [f"ensemble.multipliers.{name}={5 * multipliers[name]}" for name in preset.ensemble.scorers]),
+                      progress=False)
     scaled.fit(references)
     np.testing.assert_allclose(scaled.leave_one_out_scores(), 5 * np.asarray(with_a_lone_variant.leave_one_out_scores()), rtol=1e-6)
     image = make_scene("moved", seed=50, size=SIZE).rgb

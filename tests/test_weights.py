@@ -9,7 +9,7 @@ import pytest
 
 from loco_ad.analysis import Score
 from loco_ad.build import build_detector, build_scorer
-from loco_ad.config import ALL_SCORERS, PerScorer, apply_overrides, get_preset
+from loco_ad.config import ALL_SCORERS, DEFAULT_SCORERS, PerScorer, apply_overrides, get_preset
 from loco_ad.core import Detector
 from loco_ad.errors import ConfigError, DataError
 from loco_ad.weights import leave_one_out_raw_scores, leave_one_out_weight
@@ -253,7 +253,7 @@ def test_min_references_keeps_a_scorer_out_until_there_are_enough(references) ->
     # the offline preset: foreground alone at k = 1, the histogram from three references
     offline = build_detector(CONFIG)
     assert [offline.names_for(k) for k in (1, 2, 4)] == [
-        ("foreground",), ("class_agnostic", "foreground", "pixel"), ("class_agnostic", "foreground", "histogram", "pixel")]
+        ("foreground",), ("class_agnostic", "foreground", "pixel", "imagenet"), ("class_agnostic", "foreground", "histogram", "pixel", "imagenet")]
     # --scorers means those scorers at every k
     assert CONFIG.with_scorers(("histogram",)).ensemble.min_references == PerScorer()
 
@@ -263,7 +263,8 @@ def test_offline_preset_weighs_the_scorers_outside_its_default_down_when_enabled
     multipliers = CONFIG.ensemble.multipliers.as_dict()
     quiet = set(ALL_SCORERS) - set(CONFIG.ensemble.scorers)
     assert quiet == {"class_aware", "embedding", "colour", "location"}
-    assert all(multipliers[name] == 0.05 for name in quiet) and all(multipliers[name] == 1 for name in CONFIG.ensemble.scorers)
+    assert all(multipliers[name] == 0.05 for name in quiet) and all(multipliers[name] == 1 for name in DEFAULT_SCORERS)
+    assert multipliers["imagenet"] == 2  # outside the seven, counted twice (loco_ad.config.OFFLINE_MULTIPLIERS)
     detector = build_detector(CONFIG.with_scorers(ALL_SCORERS)).fit(references)
     result = detector.score(analysis_from_scene(make_scene("missing", seed=3)))
     for name in ALL_SCORERS:

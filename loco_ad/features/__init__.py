@@ -1,4 +1,4 @@
-"""The seven scorers, the pixel baseline, the fine-structure scorer and their registry, keyed by the stable ids of ``loco_ad.config.KNOWN_SCORERS``."""
+"""The seven scorers, the pixel baseline, the fine-structure and ImageNet patch scorers and their registry, keyed by the stable ids of ``loco_ad.config.KNOWN_SCORERS``."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from typing import Any
 
 from loco_ad.analysis import Scorer
 from loco_ad.errors import ConfigError
+from loco_ad.features.cnn import ImagenetPatchScorer
 from loco_ad.features.composition import ColourScorer, EmbeddingScorer, HistogramScorer, LocationScorer
 from loco_ad.features.fine import FineStructureScorer
 from loco_ad.features.patches import ClassAgnosticScorer, ClassAwareScorer, ForegroundScorer
@@ -23,6 +24,7 @@ SCORERS: dict[str, type] = {
         LocationScorer,
         PixelScorer,
         FineStructureScorer,
+        ImagenetPatchScorer,
     )
 }
 

