@@ -322,11 +322,6 @@ def load_dinov2(model_id: str, weights_dir: Path | None = None, device: str = "c
     return model.to(device).eval()
 
 
-# ------------------------------------------------------------------ identity
-# What the analysis cache key says about the weights (loco_ad.identity): file
-# metadata only, so that a fully cached run loads no model.
-
-
 EFFICIENTNET_LITE0_FILE = "efficientnet-lite0-57934424.pth"
 
 
@@ -379,6 +374,11 @@ def load_efficientnet_lite0(weights_dir: Path | None = None, random_weights: boo
         raise ModelWeightsError(f"{path} does not hold EfficientNet-Lite0 weights (its tensors do not match the architecture)")
     model.load_state_dict(dict(zip(expected, checkpoint.values())))
     return model.eval()
+
+
+# ------------------------------------------------------------------ identity
+# What the analysis cache key says about the weights (loco_ad.identity): file
+# metadata only, so that a fully cached run loads no model.
 
 
 def _files_identity(paths: list[Path]) -> list[str]:
