@@ -34,6 +34,7 @@ import torch.nn.functional as F
 
 from loco_ad.analysis import ImageAnalysis, Score
 from loco_ad.errors import ConfigError, DataError
+from loco_ad.features.fine import drawn_l2_index
 from loco_ad.imagenet import IMAGENET_MEAN, IMAGENET_STD
 
 STRIDE = 8  # pixels per cell of the feature grid
@@ -128,16 +129,9 @@ class ImagenetPatchScorer:
 
     def fit(self, references: Sequence[ImageAnalysis]) -> "ImagenetPatchScorer":
         """Keep the features of every reference (at most ``max_bank``) in a faiss index; returns self."""
-        import faiss  # imported here: the rest of the package can load without it
-
         if not references:
             raise DataError("a scorer needs at least one reference image; give one or more good images")
-        bank = np.concatenate([self.features(r)[0] for r in references])
-        if len(bank) > self.max_bank:
-            bank = bank[np.sort(np.random.default_rng(self.seed).choice(len(bank), self.max_bank, replace=False))]
-        self.bank_ = bank
-        self.index_ = faiss.IndexFlatL2(bank.shape[1])
-        self.index_.add(bank)
+        self.bank_, self.index_ = drawn_l2_index([self.features(r)[0] for r in references], self.max_bank, self.seed)
         return self
 
     def score(self, image: ImageAnalysis) -> Score:

@@ -111,14 +111,7 @@ class FineStructureScorer:
 
     def _index(self, windows: Sequence[np.ndarray]):
         """A faiss index of the given windows, at most ``max_bank`` of them (a seeded draw)."""
-        import faiss  # imported here: the rest of the package can load without it
-
-        bank = np.concatenate(windows)
-        if len(bank) > self.max_bank:
-            bank = bank[np.sort(np.random.default_rng(self.seed).choice(len(bank), self.max_bank, replace=False))]
-        index = faiss.IndexFlatL2(bank.shape[1])
-        index.add(bank)
-        return index
+        return drawn_l2_index(windows, self.max_bank, self.seed)[1]
 
     def _grid(self, index, windows: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
         """The smoothed grid of each window's distance to its nearest window in ``index``."""
@@ -138,6 +131,18 @@ class FineStructureScorer:
             cells, offset, max(0, height - offset - cells.shape[0]), offset, max(0, width - offset - cells.shape[1]), cv2.BORDER_REPLICATE
         )
         return np.ascontiguousarray(padded[:height, :width])
+
+
+def drawn_l2_index(vectors: Sequence[np.ndarray], max_bank: int, seed: int) -> tuple[np.ndarray, object]:
+    """The rows of ``vectors`` concatenated, at most ``max_bank`` of them (a seeded draw, in order), and a faiss L2 index of them."""
+    import faiss  # imported here: the rest of the package can load without it
+
+    bank = np.concatenate(vectors)
+    if len(bank) > max_bank:
+        bank = bank[np.sort(np.random.default_rng(seed).choice(len(bank), max_bank, replace=False))]
+    index = faiss.IndexFlatL2(bank.shape[1])
+    index.add(bank)
+    return bank, index
 
 
 def _resized(grid: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
