@@ -250,10 +250,12 @@ def test_min_references_keeps_a_scorer_out_until_there_are_enough(references) ->
     # no enabled scorer has enough references: all of them, as without the setting
     alone = build_detector(apply_overrides(CONFIG.with_scorers(("histogram",)), ["ensemble.min_references.histogram=3"]))
     assert alone.names_for(1) == alone.names_for(2) == ("histogram",)
-    # the offline preset: foreground alone at k = 1, the histogram from three references
+    # the offline preset: foreground alone at k = 1, then without the histogram; added, it enters from three references
     offline = build_detector(CONFIG)
-    assert [offline.names_for(k) for k in (1, 2, 4)] == [
-        ("foreground",), ("class_agnostic", "foreground", "pixel", "imagenet"), ("class_agnostic", "foreground", "histogram", "pixel", "imagenet")]
+    summed = ("class_agnostic", "foreground", "pixel", "imagenet")
+    assert [offline.names_for(k) for k in (1, 2, 4)] == [("foreground",), summed, summed]
+    with_histogram = build_detector(apply_overrides(CONFIG, ["ensemble.scorers=class_agnostic,foreground,histogram"]))
+    assert [with_histogram.names_for(k) for k in (2, 3)] == [("class_agnostic", "foreground"), ("class_agnostic", "foreground", "histogram")]
     # --scorers means those scorers at every k
     assert CONFIG.with_scorers(("histogram",)).ensemble.min_references == PerScorer()
 
@@ -261,10 +263,10 @@ def test_min_references_keeps_a_scorer_out_until_there_are_enough(references) ->
 def test_offline_preset_weighs_the_scorers_outside_its_default_down_when_enabled(references) -> None:
     """All seven enabled (``--scorers``): the default three count fully, the other four at the preset's multipliers."""
     multipliers = CONFIG.ensemble.multipliers.as_dict()
-    quiet = set(ALL_SCORERS) - set(CONFIG.ensemble.scorers)
-    assert quiet == {"class_aware", "embedding", "colour", "location"}
+    quiet = set(ALL_SCORERS) - set(DEFAULT_SCORERS)
+    assert quiet == {"class_aware", "embedding", "colour", "location"} and "histogram" not in CONFIG.ensemble.scorers
     assert all(multipliers[name] == 0.05 for name in quiet) and all(multipliers[name] == 1 for name in DEFAULT_SCORERS)
-    assert multipliers["imagenet"] == 2  # outside the seven, counted twice (loco_ad.config.OFFLINE_MULTIPLIERS)
+    assert multipliers["imagenet"] == 4  # outside the seven, counted four times (loco_ad.config.OFFLINE_MULTIPLIERS)
     detector = build_detector(CONFIG.with_scorers(ALL_SCORERS)).fit(references)
     result = detector.score(analysis_from_scene(make_scene("missing", seed=3)))
     for name in ALL_SCORERS:
