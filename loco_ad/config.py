@@ -1086,7 +1086,7 @@ PRESETS: dict[str, PipelineConfig] = {
         # folds): held out, worst product 0.555 -> 0.580, mean 0.785 -> 0.794; all images, k = 2 / 4 / 8: tire
         # 0.563 / 0.573 / 0.519 -> 0.582 / 0.591 / 0.585, gravel crops 0.747 / 0.736 / 0.739 -> 0.761 / 0.783 /
         # 0.755, juice_bottle 0.785 / 0.919 / 0.975 -> 0.774 / 0.920 / 0.970, posed 0.816 / 0.847 / 0.911 ->
-        # 0.800 / 0.861 / 0.907. The histogram (with a user's --scorers) still enters from three references.
+        # 0.800 / 0.861 / 0.907. Added back with --set ensemble.scorers=..., the histogram enters from three references.
         # At k = 1 imagenet does not help (experiments/grids/offline_imagenet_k1.json: foreground kept on 5 of 6 folds)
         ensemble=EnsembleConfig(
             scorers=("class_agnostic", "foreground", "pixel", "imagenet"),
