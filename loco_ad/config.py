@@ -563,17 +563,20 @@ class ImagenetScorerConfig(_Settings):
       smoothing: standard deviation, in grid cells, of the Gaussian on the distance grid (0: none). Across the
         five products of ``experiments/products.py`` 0 lifts the tire and costs the posed photographs past the
         release (``experiments/grids/offline_imagenet_smoothing.json``; docs/results.md, "ImageNet features").
+      scale: the working image is resized by this factor before the network (1: as it is).
       max_bank: most reference features kept (a seeded random draw when there are more).
       seed: seed of that draw.
     """
 
     weights: Literal["imagenet", "random"] = "imagenet"
     smoothing: float = 1.0
+    scale: float = 1.0
     max_bank: int = 30000
     seed: int = 0
 
     def _check(self) -> None:
         _require(self.smoothing >= 0, "scorers.imagenet.smoothing must be >= 0")
+        _require(self.scale > 0, "scorers.imagenet.scale must be > 0")
         _require(self.max_bank >= 1, "scorers.imagenet.max_bank must be >= 1")
 
 

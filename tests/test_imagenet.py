@@ -62,9 +62,22 @@ def test_the_bank_keeps_at_most_max_bank_features(blank) -> None:
     assert scorer.index_.ntotal == 50
 
 
+def test_scale_resizes_the_working_image_before_the_network_and_the_map_keeps_its_size(blank) -> None:
+    image = _tiles(blank)
+    _, grid = ImagenetPatchScorer(weights="random").features(image)
+    _, finer = ImagenetPatchScorer(weights="random", scale=2).features(image)
+    assert finer == (2 * grid[0], 2 * grid[1])
+    score = ImagenetPatchScorer(weights="random", scale=2).fit([image]).score(_tiles(blank, shift=3))
+    assert score.map.shape == blank.rgb.shape[:2]
+
+
 def test_bad_settings_small_images_and_no_references(blank) -> None:
     with pytest.raises(ConfigError, match="weights"):
         ImagenetPatchScorer(weights="coco")
+    with pytest.raises(ConfigError, match="scale"):
+        ImagenetPatchScorer(scale=0)
+    with pytest.raises(DataError, match="after scaling by 0.1"):
+        ImagenetPatchScorer(weights="random", scale=0.1).fit([blank])
     with pytest.raises(DataError):
         ImagenetPatchScorer(weights="random").fit([])
     tiny = dataclasses.replace(blank, rgb=np.zeros((10, 40, 3), np.uint8))
