@@ -44,7 +44,7 @@ from loco_ad.imagenet import IMAGENET_MEAN, IMAGENET_STD
 STRIDE = 8  # pixels per cell of the feature grid
 STAGES = (2, 4)  # the blocks whose outputs are taken: strides 8 and 16
 WEIGHTS = ("imagenet", "random")
-FEATURES_KEPT = 256  # images whose features are kept (about 1 MB each at 448×224, 2 MB at 448×336)
+FEATURES_KEPT = 256  # images whose features are kept (about 1 MB each at 448×224, 1.4 MB at 448×336)
 _features_kept: OrderedDict[tuple, tuple[np.ndarray, tuple[int, int]]] = OrderedDict()
 _features_lock = threading.Lock()  # the pipeline scores images in several threads
 _forward_lock = threading.Lock()
