@@ -13,7 +13,9 @@ what a run with only that subset enabled would give. Every subset is summed at
 every k, so at k = 1 the ``default`` row is the default scorers' sum, not a
 preset's ``ensemble.single_reference_scorers`` (the offline preset's k = 1
 default is the ``foreground`` row), and at k = 2 it holds the histogram, which the
-offline preset's ``ensemble.min_references`` sums from three references on. The pixel baseline (``BASELINE_SCORERS``)
+offline preset's ``ensemble.min_references`` sums from three references on. On references that share no layout
+the rows keep every scorer's weight (the pool is set as ``--scorers`` sets it), where the offline preset counts
+``pixel`` at 0 and ``imagenet`` at 8 (``adapt.layout_free``). The pixel baseline (``BASELINE_SCORERS``)
 is evaluated beside the pool and has a row of its own, but enters no subset
 unless ``--scorers`` puts it in the pool.
 

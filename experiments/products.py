@@ -476,7 +476,7 @@ def main(argv: list[str] | None = None) -> int:
         if report["layout"]:
             text += "\nLayout decided by the references (default column, fits of 2 or more references): " + "; ".join(
                 f"{name} agreement {d['agreement'][0]:.2f}–{d['agreement'][1]:.2f}, {d['without_layout']} of {d['fits']} "
-                "fits without registration and position" for name, d in report["layout"].items()) + ".\n"
+                "fits with the layout-free settings (adapt.layout_free)" for name, d in report["layout"].items()) + ".\n"
         if knobs:
             choice = report["choice"]
             chosen = ", ".join(sorted({c["name"] for c in choice["chosen"]}))

@@ -141,6 +141,17 @@ def test_references_without_a_layout_get_the_layout_free_settings_and_the_record
     assert kept == config and record == {"chosen": {}, "references": 1}
 
 
+def test_the_preset_counts_no_pixel_thumbnail_where_the_references_share_no_layout(tmp_path) -> None:
+    crops = Pipeline.from_preset("offline", cache_dir=tmp_path, progress=False).fit(gravel_crops(2))
+    assert crops.decisions["chosen"]["ensemble.multipliers.pixel"] == "0"
+    assert crops.detector.multipliers["pixel"] == 0 and crops.detector.multipliers["imagenet"] == 8
+    scene = Pipeline.from_preset("offline", cache_dir=tmp_path, progress=False).fit(moved(make_scene(seed=0).rgb, 2))
+    assert scene.detector.multipliers["pixel"] == 1 and scene.detector.multipliers["imagenet"] == 4
+    listed = Pipeline.from_preset("offline", scorers=("pixel",), cache_dir=tmp_path, progress=False).fit(gravel_crops(2))
+    assert listed.decisions["chosen"] == {"registration.motion": "none", "embedder.handcrafted.position_weight": "0"}
+    assert listed.detector.multipliers["pixel"] == 1  # --scorers: the listed scorers count whatever the layout
+
+
 def test_the_choices_are_judged_on_top_of_the_layout_decision() -> None:
     seen = []
 
