@@ -115,8 +115,17 @@ def layout_agreement(references: Sequence[np.ndarray], registration: Registratio
 
 
 def apply_decisions(config: PipelineConfig, record: dict) -> PipelineConfig:
-    """What ``choose_settings`` returned with ``record``: ``config`` with the record's chosen values applied."""
-    return apply_overrides(config, [f"{key}={value}" for key, value in record["chosen"].items()])
+    """What ``choose_settings`` returned with ``record``: ``config`` with its ``adapt.layout_free`` overrides where
+    the record's layout agreement is below the threshold, and the record's chosen values of ``adapt.choices``.
+
+    The layout overrides are ``config``'s own, not the record's: a fit restored from the cache may have been made
+    under layout overrides that differ in the ensemble's settings, which do not change a fit
+    (``loco_ad.fitcache.fit_id``; ``--scorers`` drops them).
+    """
+    settings = config.adapt
+    layout = settings.layout_free if record.get("layout_agreement", np.inf) < settings.layout_threshold else ()
+    choices = {choice.partition("=")[0].strip() for choice in settings.choices}
+    return apply_overrides(config, [*layout, *(f"{key}={value}" for key, value in record["chosen"].items() if key in choices)])
 
 
 def _as_dict(overrides: Sequence[str]) -> dict[str, str]:

@@ -152,6 +152,18 @@ def test_the_preset_counts_no_pixel_thumbnail_where_the_references_share_no_layo
     assert listed.detector.multipliers["pixel"] == 1  # --scorers: the listed scorers count whatever the layout
 
 
+def test_a_cached_fit_takes_the_layout_free_weights_of_the_settings_in_force(tmp_path) -> None:
+    preset = Pipeline.from_preset("offline", cache_dir=tmp_path, progress=False)
+    named = Pipeline.from_preset("offline", scorers=get_preset("offline").ensemble.scorers, cache_dir=tmp_path, progress=False)
+    crops = gravel_crops(3)
+    assert preset.fit_cached(crops) == named.fit_cached(crops)  # the ensemble's weights are not part of a fit
+    assert named.detector.multipliers["pixel"] == 1 and named.detector.multipliers["imagenet"] == 4
+    again = Pipeline.from_preset("offline", cache_dir=tmp_path, progress=False)
+    again.fit_cached(crops)
+    assert again.detector.multipliers["pixel"] == 0 and again.detector.multipliers["imagenet"] == 8
+    assert again.active_config.registration.motion == "none" == named.active_config.registration.motion
+
+
 def test_the_choices_are_judged_on_top_of_the_layout_decision() -> None:
     seen = []
 
