@@ -61,11 +61,9 @@ def choose_settings(
     """
     settings = config.adapt
     record: dict = {"references": len(references)}
-    layout: tuple[str, ...] = ()
     if settings.layout_free and len(references) >= settings.min_references:
-        agreement = layout_agreement(references, registration)
-        record["layout_agreement"] = round(agreement, 4)
-        layout = tuple(settings.layout_free) if agreement < settings.layout_threshold else ()
+        record["layout_agreement"] = round(layout_agreement(references, registration), 4)
+    layout = _layout_overrides(config, record)
     options = [(*layout, *option) for option in settings.candidates()]
     if len(references) < settings.min_references or not settings.choices:
         chosen = options[0]
@@ -122,10 +120,15 @@ def apply_decisions(config: PipelineConfig, record: dict) -> PipelineConfig:
     under layout overrides that differ in the ensemble's settings, which do not change a fit
     (``loco_ad.fitcache.fit_id``; ``--scorers`` drops them).
     """
+    choices = {choice.partition("=")[0].strip() for choice in config.adapt.choices}
+    chosen = [f"{key}={value}" for key, value in record["chosen"].items() if key in choices]
+    return apply_overrides(config, [*_layout_overrides(config, record), *chosen])
+
+
+def _layout_overrides(config: PipelineConfig, record: dict) -> tuple[str, ...]:
+    """``config``'s ``adapt.layout_free`` where the record's (rounded) layout agreement is below the threshold, else none."""
     settings = config.adapt
-    layout = settings.layout_free if record.get("layout_agreement", np.inf) < settings.layout_threshold else ()
-    choices = {choice.partition("=")[0].strip() for choice in settings.choices}
-    return apply_overrides(config, [*layout, *(f"{key}={value}" for key, value in record["chosen"].items() if key in choices)])
+    return tuple(settings.layout_free) if record.get("layout_agreement", np.inf) < settings.layout_threshold else ()
 
 
 def _as_dict(overrides: Sequence[str]) -> dict[str, str]:
