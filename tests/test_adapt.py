@@ -146,7 +146,7 @@ def test_the_preset_counts_no_pixel_thumbnail_where_the_references_share_no_layo
     assert crops.decisions["chosen"]["ensemble.multipliers.pixel"] == "0"
     assert crops.detector.multipliers["pixel"] == 0 and crops.detector.multipliers["imagenet"] == 8
     scene = Pipeline.from_preset("offline", cache_dir=tmp_path, progress=False).fit(moved(make_scene(seed=0).rgb, 2))
-    assert scene.detector.multipliers["pixel"] == 1 and scene.detector.multipliers["imagenet"] == 4
+    assert scene.detector.multipliers["pixel"] == 1 and scene.detector.multipliers["imagenet"] == 6
     listed = Pipeline.from_preset("offline", scorers=("pixel",), cache_dir=tmp_path, progress=False).fit(gravel_crops(2))
     assert listed.decisions["chosen"] == {"registration.motion": "none", "embedder.handcrafted.position_weight": "0"}
     assert listed.detector.multipliers["pixel"] == 1  # --scorers: the listed scorers count whatever the layout
@@ -157,7 +157,7 @@ def test_a_cached_fit_takes_the_layout_free_weights_of_the_settings_in_force(tmp
     named = Pipeline.from_preset("offline", scorers=get_preset("offline").ensemble.scorers, cache_dir=tmp_path, progress=False)
     crops = gravel_crops(3)
     assert preset.fit_cached(crops) == named.fit_cached(crops)  # the ensemble's weights are not part of a fit
-    assert named.detector.multipliers["pixel"] == 1 and named.detector.multipliers["imagenet"] == 4
+    assert named.detector.multipliers["pixel"] == 1 and named.detector.multipliers["imagenet"] == 6
     again = Pipeline.from_preset("offline", cache_dir=tmp_path, progress=False)
     again.fit_cached(crops)
     assert again.detector.multipliers["pixel"] == 0 and again.detector.multipliers["imagenet"] == 8

