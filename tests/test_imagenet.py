@@ -13,8 +13,8 @@ from PIL import Image
 from loco_ad.analysis import ImageAnalysis
 from loco_ad.errors import ConfigError, DataError, ModelWeightsError
 from loco_ad.features.cnn import ImagenetPatchScorer
-from loco_ad.models import EFFICIENTNET_LITE, load_efficientnet_lite
-from loco_ad.imagenet import IMAGENET_MEAN, IMAGENET_STD
+from loco_ad.models import load_efficientnet_lite
+from loco_ad.imagenet import EFFICIENTNET_LITE, IMAGENET_MEAN, IMAGENET_STD
 from tests.analyses import analysis_from_scene
 from tests.scenes import make_scene
 

@@ -39,12 +39,11 @@ import torch.nn.functional as F
 from loco_ad.analysis import ImageAnalysis, Score
 from loco_ad.errors import ConfigError, DataError
 from loco_ad.features.fine import drawn_l2_index
-from loco_ad.imagenet import IMAGENET_MEAN, IMAGENET_STD
+from loco_ad.imagenet import EFFICIENTNET_LITE, IMAGENET_MEAN, IMAGENET_STD
 
 STRIDE = 8  # pixels per cell of the feature grid
 STAGES = (2, 4)  # the blocks whose outputs are taken: strides 8 and 16
 WEIGHTS = ("imagenet", "random")
-NETWORKS = ("lite0", "lite2")
 FEATURES_KEPT = 256  # images whose features are kept (about 1 MB each at 448×224, 1.4 MB at 448×336)
 _features_kept: OrderedDict[tuple, tuple[np.ndarray, tuple[int, int]]] = OrderedDict()
 _features_lock = threading.Lock()  # the pipeline scores images in several threads
@@ -93,9 +92,9 @@ class ImagenetPatchScorer:
         max_bank: int = 30000,
         seed: int = 0,
     ) -> None:
-        if network not in NETWORKS or weights not in WEIGHTS or smoothing < 0 or not scale > 0 or max_bank < 1:
+        if network not in EFFICIENTNET_LITE or weights not in WEIGHTS or smoothing < 0 or not scale > 0 or max_bank < 1:
             raise ConfigError(
-                f"the imagenet scorer needs network in {NETWORKS}, weights in {WEIGHTS}, smoothing >= 0, scale > 0 and max_bank >= 1"
+                f"the imagenet scorer needs network in {tuple(EFFICIENTNET_LITE)}, weights in {WEIGHTS}, smoothing >= 0, scale > 0 and max_bank >= 1"
             )
         self.network = network
         self.weights = weights
