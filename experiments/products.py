@@ -15,7 +15,7 @@ averaged over the seeds. The columns:
 - ``release``: the release before issue 27 (commit 1dda9bf): the default with
   ``--baseline-set``, the knobs that put back that release's behaviour (by
   default ``RELEASE``: no light normalisation, no pixel scorer in the ensemble, no
-  texture block, no layout decision, the histogram from two references, and
+  texture block, no layout or colour decision, the histogram from two references, and
   ``foreground`` alone at k = 1 whatever ``--scorers`` the default column has).
 
 Products (``--products``, default all):
@@ -116,7 +116,8 @@ from loco_ad.io import ResultSet, write_atomic, write_csv, write_json
 PRODUCTS = ("juice_bottle", "tire", "posed", "juice_bottle_relit", "texture")
 COLUMNS = ("default", "pixel", "release")
 RELEASE = ("normalisation.method=none", "ensemble.scorers=class_agnostic,foreground,histogram",
-           "embedder.handcrafted.texture_weight=0", "adapt.layout_free=", "ensemble.min_references.histogram=1",
+           "embedder.handcrafted.texture_weight=0", "adapt.layout_free=", "adapt.grey=",
+           "ensemble.min_references.histogram=1",
            "ensemble.single_reference_scorers=foreground")
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -343,24 +344,28 @@ def cross_validate_products(
 
 
 # --------------------------------------------------------------------- reports
-def layout_decisions(config: PipelineConfig, decisions: Mapping[str, Sequence[dict]]) -> dict:
-    """Per product, what its references decided of the layout in the default column's fits.
+def read_off_decisions(config: PipelineConfig, decisions: Mapping[str, Sequence[dict]], measure: str, setting: str) -> dict:
+    """Per product, what its references decided of one setting read off them, in the default column's fits.
 
     Arguments:
-      config: the default column's settings (its ``adapt.layout_free``).
+      config: the default column's settings (its ``adapt`` block).
       decisions: product name → the ``Pipeline.decisions`` of each of its fits.
+      measure: the record's measure, ``layout_agreement`` or ``colour_spread``.
+      setting: the overrides it decides, ``layout_free`` or ``grey`` (in force below ``layout_threshold`` or
+        ``grey_threshold``).
     Returns:
-      ``{product: {"agreement": [lowest, highest], "without_layout": fits, "fits": fits}}`` over the fits that
-      measured a ``layout_agreement``; empty when ``config`` decides no layout.
+      ``{product: {"measured": [lowest, highest], "applied": fits, "fits": fits}}`` over the fits that
+      measured it (``applied``: those under the overrides); empty when ``config`` has no such overrides.
     """
-    if not config.adapt.layout_free:
+    if not getattr(config.adapt, setting):
         return {}
+    threshold = {"layout_free": config.adapt.layout_threshold, "grey": config.adapt.grey_threshold}[setting]
     decided = {}
     for name, records in decisions.items():
-        values = [record["layout_agreement"] for record in records if "layout_agreement" in record]
+        values = [record[measure] for record in records if measure in record]
         if values:
-            decided[name] = {"agreement": [round(min(values), 3), round(max(values), 3)], "fits": len(values),
-                             "without_layout": sum(v < config.adapt.layout_threshold for v in values)}
+            decided[name] = {"measured": [round(min(values), 3), round(max(values), 3)], "fits": len(values),
+                             "applied": sum(v < threshold for v in values)}
     return decided
 
 
@@ -471,12 +476,17 @@ def main(argv: list[str] | None = None) -> int:
                 "held_out_worst": float(per_product.min()), "held_out_mean": float(per_product.mean()),
             }
         report["table"] = {p: {c: {str(k): v for k, v in by_k.items()} for c, by_k in t.items()} for p, t in table.items()}
-        report["layout"] = layout_decisions(base, decisions)
+        report["layout"] = read_off_decisions(base, decisions, "layout_agreement", "layout_free")
+        report["colour"] = read_off_decisions(base, decisions, "colour_spread", "grey")
         text = markdown_table(table, [p.name for p in products], args.shots, columns)
         if report["layout"]:
             text += "\nLayout decided by the references (default column, fits of 2 or more references): " + "; ".join(
-                f"{name} agreement {d['agreement'][0]:.2f}–{d['agreement'][1]:.2f}, {d['without_layout']} of {d['fits']} "
+                f"{name} agreement {d['measured'][0]:.2f}–{d['measured'][1]:.2f}, {d['applied']} of {d['fits']} "
                 "fits with the layout-free settings (adapt.layout_free)" for name, d in report["layout"].items()) + ".\n"
+        if report["colour"]:
+            text += "\nColour decided by the references (default column, every fit): " + "; ".join(
+                f"{name} colour spread {d['measured'][0]:.1f}–{d['measured'][1]:.1f}, {d['applied']} of {d['fits']} "
+                "fits with the grey settings (adapt.grey)" for name, d in report["colour"].items()) + ".\n"
         if knobs:
             choice = report["choice"]
             chosen = ", ".join(sorted({c["name"] for c in choice["chosen"]}))

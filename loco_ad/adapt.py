@@ -17,7 +17,9 @@ out and the first values hold.
 Before the choices, one setting is read off the references directly: whether
 they share a layout (``layout_agreement``). Where they do not, a patch's place
 in the image means nothing, and ``adapt.layout_free`` (the offline preset: no
-registration, no position block) holds.
+registration, no position block) holds. And whether they carry colour
+(``colour_spread``): where they do not (tyre rubber, metal, stone), ``adapt.grey``
+holds (the offline preset: the ImageNet features alone).
 
 Nothing here knows a product: the choice comes from the k images of the fit.
 """
@@ -43,9 +45,11 @@ def choose_settings(
 ) -> tuple[PipelineConfig, dict]:
     """The settings in force for a fit on ``references``, and a record of the choice.
 
-    First the layout (when ``adapt.layout_free`` is set): references whose
+    First the layout (measured from ``adapt.min_references`` references on): references whose
     ``layout_agreement`` is below ``adapt.layout_threshold`` get the
-    ``layout_free`` overrides. Then the ``adapt.choices``, judged on top of them.
+    ``layout_free`` overrides; then the colour: references whose
+    ``colour_spread`` is below ``adapt.grey_threshold`` get the ``grey`` overrides. Then the
+    ``adapt.choices``, judged on top of them.
 
     Arguments:
       config: the settings for this number of references (``PipelineConfig.for_references``),
@@ -56,19 +60,22 @@ def choose_settings(
       registration: the preset's registration, for the layout agreement (None: the images as they are).
     Returns:
       (``config`` with the chosen values applied, a plain-JSON record: ``chosen``
-      (key → value), ``references``, ``layout_agreement`` when measured and
+      (key → value), ``references``, ``colour_spread``, ``layout_agreement`` when measured and
       ``auroc`` (per candidate of the choices, its overrides joined by spaces) when they were tried).
     """
     settings = config.adapt
     record: dict = {"references": len(references)}
-    if settings.layout_free and len(references) >= settings.min_references:
+    # both measured whatever this config applies: a fit restored from the cache serves every config whose
+    # overrides differ only in the ensemble's settings (loco_ad.fitcache.fit_id)
+    if len(references) >= settings.min_references:
         record["layout_agreement"] = round(layout_agreement(references, registration), 4)
-    layout = _layout_overrides(config, record)
-    options = [(*layout, *option) for option in settings.candidates()]
+    record["colour_spread"] = round(colour_spread(references), 2)
+    read_off = _read_off_overrides(config, record)
+    options = [(*read_off, *option) for option in settings.candidates()]
     if len(references) < settings.min_references or not settings.choices:
         chosen = options[0]
         return apply_overrides(config, chosen), {"chosen": _as_dict(chosen), **record}
-    base = dataclasses.replace(config, few_references=(), adapt=dataclasses.replace(settings, choices=(), layout_free=()))
+    base = dataclasses.replace(config, few_references=(), adapt=dataclasses.replace(settings, choices=(), layout_free=(), grey=()))
     rng = np.random.default_rng(settings.seed)
     held_out = list(references[: settings.max_held_out])
     defective = [[with_defect(image, kind, rng) for kind in DEFECTS for _ in range(settings.defects_per_kind)] for image in held_out]
@@ -112,23 +119,42 @@ def layout_agreement(references: Sequence[np.ndarray], registration: Registratio
     return float(np.mean(pairs))
 
 
-def apply_decisions(config: PipelineConfig, record: dict) -> PipelineConfig:
-    """What ``choose_settings`` returned with ``record``: ``config`` with its ``adapt.layout_free`` overrides where
-    the record's layout agreement is below the threshold, and the record's chosen values of ``adapt.choices``.
+def colour_spread(references: Sequence[np.ndarray], side: int = 128) -> float:
+    """How much colour the references carry: the 95th percentile, over their pixels, of the CIELAB chroma
+    distance of each pixel from its image's median colour (so a colour cast of the light does not count).
 
-    The layout overrides are ``config``'s own, not the record's: a fit restored from the cache may have been made
+    Each image is first brought to side×side. MVTec 3D-AD's tyres: 5–6; crops of scikit-image's gravel
+    photograph: 0; the shared juice_bottle images: 40–58; the posed coffee photographs: 37–40 (one image each).
+    """
+    distances = []
+    for image in references:
+        small = cv2.resize(image, (side, side), interpolation=cv2.INTER_AREA)
+        chroma = cv2.cvtColor(small, cv2.COLOR_RGB2LAB)[..., 1:].reshape(-1, 2).astype(np.float64)  # a*, b* + 128
+        distances.append(np.hypot(*(chroma - np.median(chroma, axis=0)).T))
+    return float(np.percentile(np.concatenate(distances), 95))
+
+
+def apply_decisions(config: PipelineConfig, record: dict) -> PipelineConfig:
+    """What ``choose_settings`` returned with ``record``: ``config`` with its ``adapt.layout_free`` and
+    ``adapt.grey`` overrides where the record's measures are below their thresholds, and the record's chosen
+    values of ``adapt.choices``.
+
+    Those overrides are ``config``'s own, not the record's: a fit restored from the cache may have been made
     under layout overrides that differ in the ensemble's settings, which do not change a fit
     (``loco_ad.fitcache.fit_id``; ``--scorers`` drops them).
     """
     choices = {choice.partition("=")[0].strip() for choice in config.adapt.choices}
     chosen = [f"{key}={value}" for key, value in record["chosen"].items() if key in choices]
-    return apply_overrides(config, [*_layout_overrides(config, record), *chosen])
+    return apply_overrides(config, [*_read_off_overrides(config, record), *chosen])
 
 
-def _layout_overrides(config: PipelineConfig, record: dict) -> tuple[str, ...]:
-    """``config``'s ``adapt.layout_free`` where the record's (rounded) layout agreement is below the threshold, else none."""
+def _read_off_overrides(config: PipelineConfig, record: dict) -> tuple[str, ...]:
+    """``config``'s ``adapt.layout_free`` where the record's (rounded) layout agreement is below its threshold,
+    then its ``adapt.grey`` where the record's colour spread is below its threshold."""
     settings = config.adapt
-    return tuple(settings.layout_free) if record.get("layout_agreement", np.inf) < settings.layout_threshold else ()
+    layout = tuple(settings.layout_free) if record.get("layout_agreement", np.inf) < settings.layout_threshold else ()
+    grey = tuple(settings.grey) if record.get("colour_spread", np.inf) < settings.grey_threshold else ()
+    return (*layout, *grey)
 
 
 def _as_dict(overrides: Sequence[str]) -> dict[str, str]:

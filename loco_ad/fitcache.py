@@ -91,10 +91,11 @@ def fit_id(config: PipelineConfig, model_key: str, reference_keys: Sequence[str]
     # the references' decisions (adapt.choices) are made by scoring with the whole ensemble: then it names the fit too
     left_out = NOT_IN_FIT if not config.adapt.choices else tuple(name for name in NOT_IN_FIT if name != "ensemble")
     settings = {name: value for name, value in dataclasses.asdict(config).items() if name not in left_out}
-    # nor do the settings of those sections that the references' layout decides (adapt.apply_decisions takes them
-    # from the config in force, not from the stored decisions)
-    layout_free = settings["adapt"]["layout_free"]
-    settings["adapt"]["layout_free"] = [o for o in layout_free if o.partition(".")[0].strip() not in left_out]
+    # nor do the settings of those sections that the references' layout and colour decide (adapt.apply_decisions
+    # takes them from the config in force, not from the stored decisions)
+    for name in ("layout_free", "grey"):
+        settings["adapt"][name] = [o for o in settings["adapt"][name] if o.partition(".")[0].strip() not in left_out]
+    settings["adapt"]["decides"] = config.adapt.decides  # a fit that measured nothing serves no config that reads a measure
     text = json.dumps(
         {"code": code_version(), "settings": settings, "models": model_key, "gpu": gpu, "references": list(reference_keys)},
         sort_keys=True,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from loco_ad.adapt import choose_settings, layout_agreement
+from loco_ad.adapt import choose_settings, colour_spread, layout_agreement
 from loco_ad.config import ConfigError, apply_overrides, get_preset
 from loco_ad.pipeline import Pipeline
 from loco_ad.stages.register import Registration
@@ -82,7 +82,7 @@ def test_a_tie_keeps_the_first_values_and_too_few_references_try_nothing() -> No
     assert config.embedder.handcrafted.position_weight == 8
     never = lambda *args: pytest.fail("nothing is scored with one reference")  # noqa: E731
     config, record = choose_settings(config_with(CHOICES, "registration.motion=none"), references(1), never)
-    assert config.registration.motion == "euclidean" and record == {"chosen": record["chosen"], "references": 1}
+    assert config.registration.motion == "euclidean" and "auroc" not in record and record["references"] == 1
 
 
 def test_the_pipeline_fits_with_the_chosen_settings_and_exposes_them(tmp_path) -> None:
@@ -92,7 +92,7 @@ def test_the_pipeline_fits_with_the_chosen_settings_and_exposes_them(tmp_path) -
     assert pipeline.active_config.registration.motion == chosen["registration.motion"]
     assert pipeline.active_config.embedder.handcrafted.position_weight == float(chosen["embedder.handcrafted.position_weight"])
     assert pipeline.embedder.position_weight == pipeline.active_config.embedder.handcrafted.position_weight
-    plain = Pipeline.from_preset("offline", overrides=["adapt.layout_free="], cache_dir=tmp_path, progress=False)
+    plain = Pipeline.from_preset("offline", overrides=["adapt.layout_free=", "adapt.grey="], cache_dir=tmp_path, progress=False)
     assert plain.fit(references(2)).decisions == {}  # nothing to decide, nothing recorded
     preset = Pipeline.from_preset("offline", cache_dir=tmp_path, progress=False).fit(references(2))
     assert preset.decisions["chosen"] == {} and preset.decisions["layout_agreement"] > 0.9  # the scenes share a layout
@@ -130,7 +130,7 @@ def test_layout_agreement_tells_one_layout_from_crops_of_a_surface() -> None:
 
 def test_references_without_a_layout_get_the_layout_free_settings_and_the_record_says_why() -> None:
     never = lambda *args: pytest.fail("no choice to score")  # noqa: E731
-    config = config_with(LAYOUT_FREE)
+    config = config_with(LAYOUT_FREE, "adapt.grey=")
     free, record = choose_settings(config, gravel_crops(3), never, Registration())
     assert free.registration.motion == "none" and free.embedder.handcrafted.position_weight == 0
     assert record["chosen"] == {"registration.motion": "none", "embedder.handcrafted.position_weight": "0"}
@@ -138,7 +138,7 @@ def test_references_without_a_layout_get_the_layout_free_settings_and_the_record
     kept, record = choose_settings(config, moved(make_scene(seed=0).rgb, 3), never, Registration())
     assert kept == config and record["chosen"] == {} and record["layout_agreement"] > config.adapt.layout_threshold
     kept, record = choose_settings(config, gravel_crops(1), never, Registration())  # one reference: nothing to compare
-    assert kept == config and record == {"chosen": {}, "references": 1}
+    assert kept == config and record["chosen"] == {} and "layout_agreement" not in record
 
 
 def test_the_preset_counts_no_pixel_thumbnail_where_the_references_share_no_layout(tmp_path) -> None:
@@ -183,6 +183,9 @@ def test_the_choices_are_judged_on_top_of_the_layout_decision() -> None:
         ("adapt.layout_free=registration.motion=sideways", "adapt.layout_free: bad value 'sideways'"),
         ("adapt.layout_free=adapt.seed=3", "cannot set the adapt settings"),
         ("adapt.layout_threshold=2", "must lie in"),
+        ("adapt.grey=ensemble.scorers=sharpness", "adapt.grey: unknown scorer"),
+        ("adapt.grey=adapt.seed=3", "adapt.grey override .* cannot set the adapt settings"),
+        ("adapt.grey_threshold=-1", "must be >= 0"),
     ],
 )
 def test_bad_layout_settings_are_refused(override: str, message: str) -> None:
@@ -198,3 +201,43 @@ def test_a_fit_on_crops_of_a_surface_runs_without_a_layout_and_the_cache_restore
     restored = Pipeline.from_preset("offline", overrides=[LAYOUT_FREE], cache_dir=tmp_path, progress=False)
     restored.fit_cached(crops)
     assert restored.decisions == pipeline.decisions and restored.active_config == pipeline.active_config
+
+
+def test_colour_spread_tells_grey_references_from_coloured_ones_whatever_the_cast_of_the_light() -> None:
+    crops = gravel_crops(3)
+    assert colour_spread(crops) < 1
+    tinted = [np.clip(crop * np.array([1.15, 1.0, 0.8]), 0, 255).astype(np.uint8) for crop in crops]  # a warm lamp
+    assert colour_spread(tinted) < get_preset("offline").adapt.grey_threshold
+    assert colour_spread([make_scene(seed=0).rgb]) > 2 * get_preset("offline").adapt.grey_threshold
+
+
+def test_grey_references_get_the_grey_settings_from_one_reference_on_and_the_record_says_why() -> None:
+    never = lambda *args: pytest.fail("no choice to score")  # noqa: E731
+    config = config_with("adapt.grey=ensemble.scorers=imagenet,ensemble.multipliers.imagenet=3")
+    for crops in (gravel_crops(1), gravel_crops(3)):
+        grey, record = choose_settings(config, crops, never, Registration())
+        assert grey.ensemble.scorers == ("imagenet",) and grey.ensemble.multipliers.imagenet == 3
+        assert record["colour_spread"] < config.adapt.grey_threshold
+        assert record["chosen"]["ensemble.scorers"] == "imagenet"
+    kept, record = choose_settings(config, moved(make_scene(seed=0).rgb, 2), never, Registration())
+    assert kept == config and record["chosen"] == {} and record["colour_spread"] > config.adapt.grey_threshold
+
+
+def test_the_preset_scores_grey_references_by_the_imagenet_features_alone(tmp_path) -> None:
+    one = Pipeline.from_preset("offline", cache_dir=tmp_path, progress=False).fit(gravel_crops(1))
+    assert one.detector.scorer_names == ("imagenet",) and one.decisions["chosen"] == {"ensemble.scorers": "imagenet"}
+    scene = Pipeline.from_preset("offline", cache_dir=tmp_path, progress=False).fit([make_scene(seed=0).rgb])
+    assert scene.detector.scorer_names == ("foreground",)  # coloured: the preset's one-reference scorer
+    listed = Pipeline.from_preset("offline", scorers=("pixel",), cache_dir=tmp_path, progress=False).fit(gravel_crops(1))
+    assert listed.detector.scorer_names == ("pixel",)  # --scorers: the listed scorers count whatever the colour
+
+
+def test_a_cached_fit_that_measured_nothing_is_not_restored_for_a_config_that_reads_the_colour(tmp_path) -> None:
+    crops = gravel_crops(2)
+    bare = Pipeline.from_preset("offline", overrides=["adapt.layout_free=", "adapt.grey="], cache_dir=tmp_path, progress=False)
+    bare.fit_cached(crops)
+    assert bare.decisions == {}
+    grey = Pipeline.from_preset("offline", overrides=["adapt.layout_free=", "adapt.grey=ensemble.scorers=imagenet"],
+                                cache_dir=tmp_path, progress=False)
+    grey.fit_cached(crops)
+    assert grey.detector.scorer_names == ("imagenet",)

@@ -134,8 +134,10 @@ def test_cli_writes_the_table_with_the_choice_across_products(tmp_path: Path, ca
     assert report["products"]["posed"] == {"good": 4, "anomalous": 4, "train": 40}
     assert report["products"]["texture"] == {"good": 4, "anomalous": 4, "train": 40}
     # the references of the gravel crops share no layout, the posed photographs' do (one fit of k = 2 each)
-    assert report["layout"]["texture"]["without_layout"] == 1 == report["layout"]["texture"]["fits"]
-    assert report["layout"]["posed"]["without_layout"] == 0 and report["layout"]["posed"]["agreement"][0] > 0.9
+    assert report["layout"]["texture"]["applied"] == 1 == report["layout"]["texture"]["fits"]
+    assert report["layout"]["posed"]["applied"] == 0 and report["layout"]["posed"]["measured"][0] > 0.9
+    assert report["colour"]["texture"]["applied"] == report["colour"]["texture"]["fits"] == 2  # grey crops, k = 1 and 2
+    assert report["colour"]["posed"]["applied"] == 0 and report["colour"]["posed"]["measured"][0] > 15
     assert "texture agreement" in printed
     assert report["baseline_set"] == list(RELEASE)  # no --baseline-set: the release's settings
     assert report["choice"]["candidates"] == ["preset", "ensemble.scorers=foreground"]
