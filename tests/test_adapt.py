@@ -225,7 +225,8 @@ def test_grey_references_get_the_grey_settings_from_one_reference_on_and_the_rec
 
 def test_the_preset_scores_grey_references_by_the_imagenet_features_alone(tmp_path) -> None:
     one = Pipeline.from_preset("offline", cache_dir=tmp_path, progress=False).fit(gravel_crops(1))
-    assert one.detector.scorer_names == ("imagenet",) and one.decisions["chosen"] == {"ensemble.scorers": "imagenet"}
+    assert one.detector.scorer_names == ("imagenet",) and one.decisions["chosen"]["ensemble.scorers"] == "imagenet"
+    assert one.detector.weights["imagenet"] == 50  # the grey products' k = 1 scale, not juice_bottle's 70
     scene = Pipeline.from_preset("offline", cache_dir=tmp_path, progress=False).fit([make_scene(seed=0).rgb])
     assert scene.detector.scorer_names == ("foreground",)  # coloured: the preset's one-reference scorer
     listed = Pipeline.from_preset("offline", scorers=("pixel",), cache_dir=tmp_path, progress=False).fit(gravel_crops(1))

@@ -340,4 +340,4 @@ def test_reference_decisions_are_in_results_json(folders: Path, predicted: tuple
     assert decided["references"] == 3 and set(decided["auroc"]) == {"embedder.handcrafted.position_weight=8", "embedder.handcrafted.position_weight=0"}
     assert decided["chosen"]["embedder.handcrafted.position_weight"] in ("8", "0")
     default = json.loads((predicted[0] / "results.json").read_text())["meta"]["extra"]["reference decisions"]
-    assert set(default) == {"chosen", "references", "layout_agreement"} and "auroc" not in default  # the preset's layout check alone
+    assert set(default) == {"chosen", "references", "layout_agreement", "colour_spread"}  # the preset's layout and colour checks alone
