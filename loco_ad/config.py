@@ -1018,14 +1018,14 @@ class PipelineConfig(_Settings):
         """
         scorer_keys = ("ensemble.scorers", "ensemble.single_reference_scorers", "ensemble.min_references")
         keep = lambda overrides, keys: tuple(o for o in overrides if not o.partition("=")[0].strip().startswith(keys))  # noqa: E731
+        weights = (*scorer_keys, "ensemble.multipliers")
         return dataclasses.replace(
             self,
             ensemble=dataclasses.replace(
                 self.ensemble, scorers=tuple(scorers), single_reference_scorers=(), min_references=PerScorer()
             ),
             few_references=keep(self.few_references, scorer_keys),
-            adapt=dataclasses.replace(self.adapt, layout_free=keep(self.adapt.layout_free, (*scorer_keys, "ensemble.multipliers")),
-                                      grey=keep(self.adapt.grey, (*scorer_keys, "ensemble.multipliers"))),
+            adapt=dataclasses.replace(self.adapt, layout_free=keep(self.adapt.layout_free, weights), grey=keep(self.adapt.grey, weights)),
         )
 
     def to_dict(self) -> dict:
