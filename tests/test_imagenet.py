@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 
 from loco_ad.analysis import ImageAnalysis
+from loco_ad.config import PRESETS, apply_overrides
 from loco_ad.errors import ConfigError, DataError, ModelWeightsError
 from loco_ad.features.cnn import ImagenetPatchScorer
 from loco_ad.models import load_efficientnet_lite
@@ -58,6 +59,33 @@ def test_a_stain_stands_out_of_sensor_noise_and_the_map_finds_it(blank, network:
     assert abs(peak[0] - 48) <= 12 and abs(peak[1] - 88) <= 12
 
 
+def _grainy_right(image: ImageAnalysis, seed: int) -> ImageAnalysis:
+    """``image`` with a coarse grain of 30 grey levels on its right half, different for each seed."""
+    rgb = image.rgb.astype(np.float32)
+    width = rgb.shape[1]
+    grain = np.random.default_rng(seed).normal(0.0, 30.0, (rgb.shape[0] // 4, width // 8))
+    rgb[:, width // 2 :] += np.kron(grain, np.ones((4, 4)))[..., None]
+    return dataclasses.replace(image, rgb=np.clip(rgb, 0, 255).astype(np.uint8))
+
+
+def test_the_spread_discount_forgives_what_the_references_vary_in_and_keeps_what_they_agree_on(blank) -> None:
+    """References whose right half is a grain that differs from one to the next: a new grain there is no defect,
+    a stain on the half where they agree is. One reference has no spread: the discount changes nothing."""
+    references = [_grainy_right(_noisy(_tiles(blank), seed), seed) for seed in (1, 2, 3)]
+    clean = _grainy_right(_noisy(_tiles(blank), 4), 4)
+    rgb = clean.rgb.copy()
+    rgb[40:56, 16:32] = (200, 40, 40)  # a red stain on the left half, 16 pixels a side
+    stain = dataclasses.replace(clean, rgb=rgb)
+    plain = ImagenetPatchScorer().fit(references)
+    discounted = ImagenetPatchScorer(spread_discount=0.5).fit(references)
+    assert discounted.score(clean).value < plain.score(clean).value
+    assert discounted.score(stain).value / discounted.score(clean).value > 1.2 * plain.score(stain).value / plain.score(clean).value
+    peak = np.unravel_index(np.argmax(discounted.score(stain).map), blank.rgb.shape[:2])
+    assert abs(peak[0] - 48) <= 12 and abs(peak[1] - 24) <= 12
+    alone = [references[0]]
+    assert ImagenetPatchScorer(spread_discount=0.5).fit(alone).score(stain).value == ImagenetPatchScorer().fit(alone).score(stain).value
+
+
 def test_the_bank_keeps_at_most_max_bank_features(blank) -> None:
     scorer = ImagenetPatchScorer(weights="random", max_bank=50).fit([_tiles(blank), _tiles(blank, shift=3)])
     assert scorer.index_.ntotal == 50
@@ -88,6 +116,10 @@ def test_bad_settings_small_images_and_no_references(blank) -> None:
         ImagenetPatchScorer(weights="coco")
     with pytest.raises(ConfigError, match="scale"):
         ImagenetPatchScorer(scale=0)
+    with pytest.raises(ConfigError, match="spread_discount"):
+        ImagenetPatchScorer(spread_discount=-0.1)
+    with pytest.raises(ConfigError, match="scorers.imagenet.spread_discount must be >= 0"):
+        apply_overrides(PRESETS["offline"], ["scorers.imagenet.spread_discount=-1"])
     with pytest.raises(DataError, match="after scaling by 0.1"):
         ImagenetPatchScorer(weights="random", scale=0.1).fit([blank])
     with pytest.raises(DataError):

@@ -14,6 +14,12 @@ an image is matched to its nearest feature of any reference at any place
 (faiss, L2; the distance recomputed exactly); the map is the grid of those distances, smoothed by a Gaussian of
 ``smoothing`` cells and upsampled; the image score is its maximum.
 
+From two references on, ``spread_discount`` lets the references say how much they
+vary where: each reference feature carries its spread, the distance to its nearest
+feature in the other references, and that many times its spread is taken off every
+distance to it. Where good images differ among themselves (a grain, a lamp's
+glint) a test image may differ as much; where they agree a small change stands out.
+
 With many references the bank keeps at most ``max_bank`` features, drawn at
 random (seeded), so a search costs the same at k = 8 as at k = 2. The features
 of the last ``FEATURES_KEPT`` images are kept, by the hash of their pixels: the
@@ -38,7 +44,7 @@ import torch.nn.functional as F
 
 from loco_ad.analysis import ImageAnalysis, Score
 from loco_ad.errors import ConfigError, DataError
-from loco_ad.features.fine import drawn_l2_index
+from loco_ad.features.fine import drawn_l2_index, l2_index
 from loco_ad.imagenet import EFFICIENTNET_LITE, IMAGENET_MEAN, IMAGENET_STD
 
 STRIDE = 8  # pixels per cell of the feature grid
@@ -79,6 +85,8 @@ class ImagenetPatchScorer:
       scale: the working image is resized by this factor before the network (1: as it is).
       max_bank: most reference features kept (a seeded random draw when there are more).
       seed: seed of that draw.
+      spread_discount: the multiple of the nearest reference feature's spread (its distance to the nearest feature of
+        the other references) taken off each distance (0: none; with one reference there is no spread).
     """
 
     name = "imagenet"
@@ -91,10 +99,13 @@ class ImagenetPatchScorer:
         scale: float = 1.0,
         max_bank: int = 30000,
         seed: int = 0,
+        spread_discount: float = 0.0,
     ) -> None:
-        if network not in EFFICIENTNET_LITE or weights not in WEIGHTS or smoothing < 0 or not scale > 0 or max_bank < 1:
+        if (network not in EFFICIENTNET_LITE or weights not in WEIGHTS or smoothing < 0 or not scale > 0 or max_bank < 1
+                or spread_discount < 0):
             raise ConfigError(
-                f"the imagenet scorer needs network in {tuple(EFFICIENTNET_LITE)}, weights in {WEIGHTS}, smoothing >= 0, scale > 0 and max_bank >= 1"
+                f"the imagenet scorer needs network in {tuple(EFFICIENTNET_LITE)}, weights in {WEIGHTS}, smoothing >= 0, scale > 0, "
+                "max_bank >= 1 and spread_discount >= 0"
             )
         self.network = network
         self.weights = weights
@@ -102,6 +113,7 @@ class ImagenetPatchScorer:
         self.scale = scale
         self.max_bank = max_bank
         self.seed = seed
+        self.spread_discount = spread_discount
 
     def features(self, image: ImageAnalysis) -> tuple[np.ndarray, tuple[int, int]]:
         """The image's features (N×152 for Lite0, N×168 for Lite2; float32) and the shape of their grid."""
@@ -152,10 +164,14 @@ class ImagenetPatchScorer:
         return np.ascontiguousarray(grid.permute(1, 2, 0).reshape(shape[0] * shape[1], -1).numpy(), dtype=np.float32), shape
 
     def fit(self, references: Sequence[ImageAnalysis]) -> "ImagenetPatchScorer":
-        """Keep the features of every reference (at most ``max_bank``) in a faiss index; returns self."""
+        """Keep the features of every reference (at most ``max_bank``) in a faiss index, and their spreads; returns self."""
         if not references:
             raise DataError("a scorer needs at least one reference image; give one or more good images")
-        self.bank_, self.index_ = drawn_l2_index([self.features(r)[0] for r in references], self.max_bank, self.seed)
+        features = [self.features(r)[0] for r in references]
+        self.bank_, self.index_, rows = drawn_l2_index(features, self.max_bank, self.seed)
+        self.discount_ = None
+        if self.spread_discount > 0 and len(features) > 1:
+            self.discount_ = self.spread_discount * np.concatenate(list(_spreads(features)))[rows]
         return self
 
     def score(self, image: ImageAnalysis) -> Score:
@@ -164,8 +180,19 @@ class ImagenetPatchScorer:
         # faiss finds the nearest feature; its distance is computed again here, because faiss's matrix products
         # round differently on one thread and on two
         _, nearest = self.index_.search(features, 1)
-        grid = np.linalg.norm(features - self.bank_[nearest[:, 0]], axis=1).reshape(shape)
+        grid = np.linalg.norm(features - self.bank_[nearest[:, 0]], axis=1)
+        if self.discount_ is not None:
+            grid = grid - self.discount_[nearest[:, 0]]
+        grid = grid.reshape(shape)
         if self.smoothing > 0:
             grid = cv2.GaussianBlur(grid, (0, 0), self.smoothing)
         height, width = image.rgb.shape[:2]
         return Score(float(grid.max()), cv2.resize(grid, (width, height), interpolation=cv2.INTER_LINEAR))
+
+
+def _spreads(features: Sequence[np.ndarray]) -> Iterator[np.ndarray]:
+    """For each reference's features, each one's distance to the nearest feature of the other references."""
+    for index, own in enumerate(features):
+        others = np.concatenate([f for other, f in enumerate(features) if other != index])
+        _, nearest = l2_index(others).search(own, 1)
+        yield np.linalg.norm(own - others[nearest[:, 0]], axis=1)

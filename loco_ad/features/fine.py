@@ -133,16 +133,24 @@ class FineStructureScorer:
         return np.ascontiguousarray(padded[:height, :width])
 
 
-def drawn_l2_index(vectors: Sequence[np.ndarray], max_bank: int, seed: int) -> tuple[np.ndarray, object]:
-    """The rows of ``vectors`` concatenated, at most ``max_bank`` of them (a seeded draw, in order), and a faiss L2 index of them."""
+def drawn_l2_index(vectors: Sequence[np.ndarray], max_bank: int, seed: int) -> tuple[np.ndarray, object, np.ndarray]:
+    """The rows of ``vectors`` concatenated, at most ``max_bank`` of them (a seeded draw, in order), a faiss L2 index
+    of them, and which rows of the concatenation they are."""
+    bank = np.concatenate(vectors)
+    rows = np.arange(len(bank))
+    if len(bank) > max_bank:
+        rows = np.sort(np.random.default_rng(seed).choice(len(bank), max_bank, replace=False))
+        bank = bank[rows]
+    return bank, l2_index(bank), rows
+
+
+def l2_index(vectors: np.ndarray):
+    """A faiss exact L2 index of the rows of ``vectors``."""
     import faiss  # imported here: the rest of the package can load without it
 
-    bank = np.concatenate(vectors)
-    if len(bank) > max_bank:
-        bank = bank[np.sort(np.random.default_rng(seed).choice(len(bank), max_bank, replace=False))]
-    index = faiss.IndexFlatL2(bank.shape[1])
-    index.add(bank)
-    return bank, index
+    index = faiss.IndexFlatL2(vectors.shape[1])
+    index.add(vectors)
+    return index
 
 
 def _resized(grid: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
