@@ -577,7 +577,8 @@ class ImagenetScorerConfig(_Settings):
       weights: ``imagenet`` (the trained network) or ``random`` (untrained, to measure what training buys).
       smoothing: standard deviation, in grid cells, of the Gaussian on the distance grid (0: none). Across the
         five products of ``experiments/products.py`` 0 lifts the tire and costs the posed photographs past the
-        release (``experiments/grids/offline_imagenet_smoothing.json``; docs/results.md, "ImageNet features").
+        release (``experiments/grids/offline_imagenet_smoothing.json``; docs/results.md, "ImageNet features"); the
+        offline preset's 0.7 came with ``spread_discount``.
       scale: the working image is resized by this factor before the network (1: as it is). Alone on the tire 1.5
         lifts k = 4 0.663 -> 0.684; in the preset's sum, across the five products, 1.5 was chosen on 2 of 6 folds
         (``experiments/grids/offline_imagenet_scale.json``; docs/results.md, "ImageNet features").
@@ -585,8 +586,9 @@ class ImagenetScorerConfig(_Settings):
       seed: seed of that draw.
       spread_discount: from two references on, this many times the spread of the nearest reference feature (its
         distance to the nearest feature of the other references) is taken off each distance (0: none), so a test
-        image may differ where the references differ among themselves. The offline preset sets it on grey references
-        (``adapt.grey``; docs/results.md, "ImageNet features").
+        image may differ where the references differ among themselves. The offline preset's 0.25, with smoothing
+        0.7, was chosen across the five products of ``experiments/products.py`` on 4 of 6 folds
+        (``experiments/grids/offline_imagenet_spread.json``; docs/results.md, "ImageNet features").
     """
 
     network: Literal["lite0", "lite2"] = "lite2"
