@@ -91,6 +91,15 @@ def test_the_bank_keeps_at_most_max_bank_features(blank) -> None:
     assert scorer.index_.ntotal == 50
 
 
+def test_the_spreads_follow_the_drawn_bank(blank) -> None:
+    """With a drawn bank each kept feature keeps its own spread: the whole bank's spreads, at the kept rows."""
+    references = [_tiles(blank), _tiles(blank, shift=3), _tiles(blank, shift=6)]
+    whole = ImagenetPatchScorer(weights="random", spread_discount=1).fit(references)
+    drawn = ImagenetPatchScorer(weights="random", spread_discount=1, max_bank=50).fit(references)
+    kept = [int(np.flatnonzero((whole.bank_ == row).all(axis=1))[0]) for row in drawn.bank_]
+    assert len(drawn.discount_) == 50 and np.array_equal(drawn.discount_, whole.discount_[kept])
+
+
 def test_scale_resizes_the_working_image_before_the_network_and_the_map_keeps_its_size(blank) -> None:
     image = _tiles(blank)
     _, grid = ImagenetPatchScorer(weights="random").features(image)

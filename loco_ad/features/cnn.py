@@ -171,7 +171,7 @@ class ImagenetPatchScorer:
         self.bank_, self.index_, rows = drawn_l2_index(features, self.max_bank, self.seed)
         self.discount_ = None
         if self.spread_discount > 0 and len(features) > 1:
-            self.discount_ = self.spread_discount * np.concatenate(list(_spreads(features)))[rows]
+            self.discount_ = self.spread_discount * _spreads(features)[rows]
         return self
 
     def score(self, image: ImageAnalysis) -> Score:
@@ -190,9 +190,12 @@ class ImagenetPatchScorer:
         return Score(float(grid.max()), cv2.resize(grid, (width, height), interpolation=cv2.INTER_LINEAR))
 
 
-def _spreads(features: Sequence[np.ndarray]) -> Iterator[np.ndarray]:
-    """For each reference's features, each one's distance to the nearest feature of the other references."""
+def _spreads(features: Sequence[np.ndarray]) -> np.ndarray:
+    """Each reference feature's distance to the nearest feature of the other references, in the order of
+    ``features`` concatenated."""
+    spreads = []
     for index, own in enumerate(features):
         others = np.concatenate([f for other, f in enumerate(features) if other != index])
         _, nearest = l2_index(others).search(own, 1)
-        yield np.linalg.norm(own - others[nearest[:, 0]], axis=1)
+        spreads.append(np.linalg.norm(own - others[nearest[:, 0]], axis=1))
+    return np.concatenate(spreads)
