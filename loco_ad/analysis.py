@@ -22,6 +22,8 @@ class ImageAnalysis:
       patches: h×w×D L2-normalised patch features.
       patch_labels: h×w int32 class id per patch (majority of ``labels`` in the patch).
       n_classes: number of class ids including background; every id lies in [0, n_classes).
+      covered: H×W bool, False where registration filled the border of the moved image (no pixel of the
+        input lies there), or None when the image was not moved.
     """
 
     rgb: np.ndarray
@@ -31,6 +33,7 @@ class ImageAnalysis:
     patches: np.ndarray
     patch_labels: np.ndarray
     n_classes: int
+    covered: np.ndarray | None = None
 
     @property
     def segments(self) -> list[np.ndarray]:

@@ -57,7 +57,7 @@ from loco_ad.stages import Embedder, Segmenter
 from loco_ad.stages.align import align, patch_grid_labels, reference_labels
 from loco_ad.stages.cielab import rgb_to_lab
 from loco_ad.stages.normalise import Normaliser
-from loco_ad.stages.register import Registration, unwarp
+from loco_ad.stages.register import Registration, covered, unwarp
 
 logger = logging.getLogger(__name__)
 
@@ -331,6 +331,7 @@ class Pipeline:
             patches=prepared.patches,
             patch_labels=patch_grid_labels(labels, prepared.patches.shape[:2]),
             n_classes=n_classes,
+            covered=None if prepared.matrix is None else covered(prepared.rgb.shape[:2], prepared.matrix),
         )
 
     def _analyse(self, prepared: PreparedImage, canonical: ImageAnalysis | None) -> ImageAnalysis:
@@ -604,6 +605,7 @@ def _in_input_frame(prediction: Prediction, prepared: PreparedImage) -> Predicti
             lab=rgb_to_lab(prepared.original),
             segment_map=unwarp(analysis.segment_map, matrix, nearest=True),
             labels=unwarp(analysis.labels, matrix, nearest=True),
+            covered=None,
         ),
     )
 

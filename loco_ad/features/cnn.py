@@ -12,7 +12,10 @@ one 152- (168-) dimensional feature per 8×8 pixels of the working image, first 
 resolution gives them). Each feature of
 an image is matched to its nearest feature of any reference at any place
 (faiss, L2; the distance recomputed exactly); the map is the grid of those distances, smoothed by a Gaussian of
-``smoothing`` cells and upsampled; the image score is its maximum.
+``smoothing`` cells and upsampled; the image score is its maximum. On an image that registration moved, the
+cells near the border its warp filled (repeated edge pixels, no part of the input) are left out of that maximum
+and take the map's lowest value: matched anywhere, this scorer gains nothing from registration and would read
+the filled streaks as defects.
 
 From two references on, ``spread_discount`` lets the references say how much they
 vary where: each reference feature carries its spread, the distance to its nearest
@@ -49,6 +52,9 @@ from loco_ad.imagenet import EFFICIENTNET_LITE, IMAGENET_MEAN, IMAGENET_STD
 
 STRIDE = 8  # pixels per cell of the feature grid
 STAGES = (2, 4)  # the blocks whose outputs are taken: strides 8 and 16
+# Cells this close to the border that registration filled (repeated edge pixels, no part of the input) are not
+# scored: the features of stride 16, pooled over 3 cells, reach that far. See ``covered_cells``.
+FILLED_MARGIN = 2
 WEIGHTS = ("imagenet", "random")
 FEATURES_KEPT = 256  # images whose features are kept (about 1 MB each at 448×224, 1.4 MB at 448×336)
 _features_kept: OrderedDict[tuple, tuple[np.ndarray, tuple[int, int]]] = OrderedDict()
@@ -186,8 +192,23 @@ class ImagenetPatchScorer:
         grid = grid.reshape(shape)
         if self.smoothing > 0:
             grid = cv2.GaussianBlur(grid, (0, 0), self.smoothing)
+        if image.covered is not None:
+            scored = covered_cells(image.covered, shape)
+            if scored.any():
+                grid = np.where(scored, grid, grid[scored].min())
         height, width = image.rgb.shape[:2]
         return Score(float(grid.max()), cv2.resize(grid, (width, height), interpolation=cv2.INTER_LINEAR))
+
+
+def covered_cells(covered: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """The cells of a grid of ``shape`` whose features no filled border of a registered image reaches.
+
+    A cell is kept when every pixel of its own block is ``covered`` and so are those of its neighbours up to
+    ``FILLED_MARGIN`` cells away (the features see that far; the image's own edges count as covered).
+    """
+    whole = cv2.resize(covered.astype(np.float32), (shape[1], shape[0]), interpolation=cv2.INTER_AREA) >= 1 - 1e-6
+    size = 2 * FILLED_MARGIN + 1
+    return cv2.erode(whole.astype(np.uint8), np.ones((size, size), np.uint8), borderType=cv2.BORDER_CONSTANT, borderValue=1).astype(bool)
 
 
 def _spreads(features: Sequence[np.ndarray]) -> np.ndarray:

@@ -100,6 +100,14 @@ def warp(image: np.ndarray, matrix: np.ndarray) -> np.ndarray:
     return cv2.warpAffine(image, matrix, (width, height), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE)
 
 
+def covered(shape: tuple[int, int], matrix: np.ndarray) -> np.ndarray:
+    """H×W bool of ``shape``: the pixels that ``warp`` by ``matrix`` takes from the image (False: the filled border)."""
+    height, width = shape
+    ones = np.ones((height, width), np.uint8)
+    inside = cv2.warpAffine(ones, matrix, (width, height), flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT)
+    return inside.astype(bool)
+
+
 def unwarp(image: np.ndarray, matrix: np.ndarray, nearest: bool = False) -> np.ndarray:
     """The inverse of ``warp``: an array in the reference's frame (a map, labels) put back in the image's own.
 
