@@ -266,7 +266,7 @@ def test_offline_preset_weighs_the_scorers_outside_its_default_down_when_enabled
     quiet = set(ALL_SCORERS) - set(DEFAULT_SCORERS)
     assert quiet == {"class_aware", "embedding", "colour", "location"} and "histogram" not in CONFIG.ensemble.scorers
     assert all(multipliers[name] == 0.05 for name in quiet) and all(multipliers[name] == 1 for name in DEFAULT_SCORERS)
-    assert multipliers["imagenet"] == 6  # outside the seven, counted six times (loco_ad.config.OFFLINE_MULTIPLIERS)
+    assert multipliers["imagenet"] == 3  # outside the seven, counted three times (loco_ad.config.OFFLINE_MULTIPLIERS)
     detector = build_detector(CONFIG.with_scorers(ALL_SCORERS)).fit(references)
     result = detector.score(analysis_from_scene(make_scene("missing", seed=3)))
     for name in ALL_SCORERS:
