@@ -99,6 +99,7 @@ def test_the_pipeline_fits_with_the_chosen_settings_and_exposes_them(tmp_path) -
 
 
 LAYOUT_FREE = "adapt.layout_free=registration.motion=none,embedder.handcrafted.position_weight=0"
+PRESET_IMAGENET = get_preset("offline").ensemble.multipliers.imagenet  # what references with a layout count it
 
 
 def gravel_crops(n: int, seed: int = 0) -> list[np.ndarray]:
@@ -146,7 +147,7 @@ def test_the_preset_counts_no_pixel_thumbnail_where_the_references_share_no_layo
     assert crops.decisions["chosen"]["ensemble.multipliers.pixel"] == "0"
     assert crops.detector.multipliers["pixel"] == 0 and crops.detector.multipliers["imagenet"] == 8
     scene = Pipeline.from_preset("offline", cache_dir=tmp_path, progress=False).fit(moved(make_scene(seed=0).rgb, 2))
-    assert scene.detector.multipliers["pixel"] == 1 and scene.detector.multipliers["imagenet"] == 6
+    assert scene.detector.multipliers["pixel"] == 1 and scene.detector.multipliers["imagenet"] == PRESET_IMAGENET
     listed = Pipeline.from_preset("offline", scorers=("pixel",), cache_dir=tmp_path, progress=False).fit(gravel_crops(2))
     chosen = listed.decisions["chosen"]
     assert chosen["registration.motion"] == "none" and "ensemble.multipliers.pixel" not in chosen and "ensemble.scorers" not in chosen
@@ -158,7 +159,7 @@ def test_a_cached_fit_takes_the_layout_free_weights_of_the_settings_in_force(tmp
     named = Pipeline.from_preset("offline", scorers=get_preset("offline").ensemble.scorers, cache_dir=tmp_path, progress=False)
     crops = gravel_crops(3)
     assert preset.fit_cached(crops) == named.fit_cached(crops)  # the ensemble's weights are not part of a fit
-    assert named.detector.multipliers["pixel"] == 1 and named.detector.multipliers["imagenet"] == 6
+    assert named.detector.multipliers["pixel"] == 1 and named.detector.multipliers["imagenet"] == PRESET_IMAGENET
     again = Pipeline.from_preset("offline", cache_dir=tmp_path, progress=False)
     again.fit_cached(crops)
     assert again.detector.multipliers["pixel"] == 0 and again.detector.multipliers["imagenet"] == 8
